@@ -1,0 +1,22 @@
+//! Scenario files and the registry of runnable protocols.
+//!
+//! A scenario (TOML) names a protocol, the cluster, its faults, the client workload and
+//! the checkers. [`Scenario::load`] parses it strictly — an unknown key, a wrong type or an
+//! out-of-range value is an error naming the file, line and column — and [`runner::run`]
+//! runs it for one seed.
+//!
+//! Architecture invariant: no protocol logic lives here; only schemas and bindings.
+
+#![forbid(unsafe_code)]
+
+mod bindings;
+pub mod duration;
+pub mod error;
+pub mod registry;
+pub mod runner;
+pub mod scenario;
+pub mod schema;
+
+pub use error::ScenarioError;
+pub use runner::{RunOptions, RunReport, run};
+pub use scenario::Scenario;

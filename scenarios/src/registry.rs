@@ -1,0 +1,61 @@
+//! The registry from protocol names to everything needed to run them: settings schema,
+//! node factory, workload, checkers and bug flags.
+
+use protocols::bugs::BugFlag;
+
+use crate::bindings;
+use crate::error::ScenarioError;
+use crate::runner::{RunOptions, RunReport};
+use crate::scenario::Scenario;
+
+/// A checker as listed by `faultline list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckerInfo {
+    pub name: &'static str,
+    /// The properties it checks, in the words of the literature.
+    pub properties: &'static str,
+}
+
+/// Everything the registry knows about one protocol.
+#[derive(Debug)]
+pub struct ProtocolEntry {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub checkers: &'static [CheckerInfo],
+    pub bug_flags: &'static [BugFlag],
+    /// Rejects cluster sizes the protocol cannot run with.
+    pub check_node_count: fn(u32) -> Result<(), String>,
+    /// Checks the `[settings]` table of a scenario's text against the protocol's schema.
+    pub check_settings: fn(file: &str, text: &str) -> Result<(), ScenarioError>,
+    /// Runs one seed.
+    pub run: fn(&Scenario, RunOptions) -> Result<RunReport, ScenarioError>,
+}
+
+/// Every protocol, by name.
+pub static PROTOCOLS: &[&ProtocolEntry] = &[&bindings::broadcast::ENTRY];
+
+pub fn find(name: &str) -> Option<&'static ProtocolEntry> {
+    PROTOCOLS.iter().copied().find(|p| p.name == name)
+}
+
+pub fn names() -> Vec<&'static str> {
+    PROTOCOLS.iter().map(|p| p.name).collect()
+}
+
+/// Checks that `name` is a bug flag of `protocol` (engine flags join this list later).
+pub fn check_bug_flag(protocol: &ProtocolEntry, name: &str) -> Result<(), String> {
+    if protocol.bug_flags.iter().any(|f| f.name == name) {
+        Ok(())
+    } else {
+        let known: Vec<&str> = protocol.bug_flags.iter().map(|f| f.name).collect();
+        Err(format!(
+            "unknown bug flag `{name}` for protocol {}; expected one of: {}",
+            protocol.name,
+            if known.is_empty() {
+                "(none)".to_string()
+            } else {
+                known.join(", ")
+            }
+        ))
+    }
+}

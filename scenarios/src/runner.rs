@@ -1,0 +1,125 @@
+//! Running a scenario for one seed, independent of the protocol's types.
+
+use std::io::Write;
+
+use serde::Serialize;
+use sim_core::fault::ScheduledFault;
+use sim_core::trace::{TraceLine, TraceOptions};
+use sim_core::workload::Workload;
+use sim_core::{Checker, NodeId, Process, RunStats, SimTime, Simulation, Violation};
+
+use crate::error::ScenarioError;
+use crate::scenario::Scenario;
+
+/// How to run one seed.
+#[derive(Default)]
+pub struct RunOptions {
+    pub seed: u64,
+    /// Bug flags to switch on, in addition to the scenario's own.
+    pub bugs: Vec<String>,
+    /// Keep the trace as text lines in the report.
+    pub keep_trace_lines: bool,
+    /// Write the trace as JSON Lines here.
+    pub jsonl: Option<Box<dyn Write>>,
+}
+
+impl RunOptions {
+    pub fn seed(seed: u64) -> Self {
+        RunOptions {
+            seed,
+            ..RunOptions::default()
+        }
+    }
+
+    /// The scenario's bug flags followed by the options', de-duplicated.
+    pub fn bug_names<'a>(&'a self, scenario: &'a Scenario) -> Vec<&'a str> {
+        let mut names: Vec<&str> = scenario.bugs.iter().map(String::as_str).collect();
+        for name in &self.bugs {
+            if !names.contains(&name.as_str()) {
+                names.push(name);
+            }
+        }
+        names
+    }
+}
+
+/// What one run produced, without the protocol's types.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub scenario: String,
+    pub protocol: &'static str,
+    pub seed: u64,
+    pub trace_hash: u64,
+    pub violations: Vec<Violation>,
+    pub stats: RunStats,
+    pub quiet_from: SimTime,
+    pub end_time: SimTime,
+    pub realised_schedule: Vec<ScheduledFault>,
+    #[serde(skip)]
+    pub trace_lines: Vec<TraceLine>,
+    pub hit_event_limit: bool,
+    pub trace_error: Option<String>,
+}
+
+impl RunReport {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Runs `scenario` for one seed with a protocol's factory, workload and checkers.
+pub(crate) fn run_protocol<P: Process>(
+    scenario: &Scenario,
+    options: RunOptions,
+    factory: impl FnMut(NodeId) -> P + 'static,
+    workload: Box<dyn Workload<P>>,
+    checkers: Vec<Box<dyn Checker<P>>>,
+) -> Result<RunReport, ScenarioError> {
+    let config = scenario.sim_config(options.seed);
+    let trace = TraceOptions {
+        keep_lines: options.keep_trace_lines,
+        jsonl: options.jsonl,
+    };
+    let simulation = Simulation::new(config, factory, Some(workload), trace)
+        .map_err(|e| ScenarioError::Options(format!("{}: {e}", scenario.file)))?;
+    let output = simulation.run();
+    let mut violations: Vec<Violation> = checkers
+        .iter()
+        .filter(|c| scenario.checkers.iter().any(|name| name == c.name()))
+        .flat_map(|c| c.check(&output))
+        .collect();
+    if output.hit_event_limit {
+        violations.push(Violation {
+            checker: "kernel",
+            kind: "event_limit".into(),
+            property: "the run finishes within max_events",
+            message: format!(
+                "stopped at {} after {} events (max_events); a livelock or an event storm?",
+                output.end_time, output.stats.queue_events
+            ),
+            time: Some(output.end_time),
+        });
+    }
+    Ok(RunReport {
+        scenario: scenario.name.clone(),
+        protocol: scenario.protocol.name,
+        seed: options.seed,
+        trace_hash: output.trace_hash,
+        violations,
+        stats: output.stats,
+        quiet_from: output.quiet_from,
+        end_time: output.end_time,
+        realised_schedule: output.realised_schedule,
+        trace_lines: output.trace_lines,
+        hit_event_limit: output.hit_event_limit,
+        trace_error: output.trace_error,
+    })
+}
+
+/// Runs one seed of a scenario.
+pub fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioError> {
+    for name in &options.bugs {
+        crate::registry::check_bug_flag(scenario.protocol, name).map_err(ScenarioError::Options)?;
+    }
+    (scenario.protocol.run)(scenario, options)
+}

@@ -1,0 +1,254 @@
+//! The scenario file schema, as it is written (TOML). Every table rejects unknown keys;
+//! values are range-checked as they are read, so an error points at the offending value.
+//! `docs/scenarios.md` documents every key.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use toml::Spanned;
+
+use crate::duration::Duration;
+
+/// A probability in `[0, 1]`.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
+pub struct Probability(pub f64);
+
+impl<'de> Deserialize<'de> for Probability {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Probability;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a probability: a number from 0.0 to 1.0")
+            }
+            fn visit_f64<E: de::Error>(self, p: f64) -> Result<Probability, E> {
+                if (0.0..=1.0).contains(&p) {
+                    Ok(Probability(p))
+                } else {
+                    Err(E::custom(format!(
+                        "{p} is out of range; expected a probability from 0.0 to 1.0"
+                    )))
+                }
+            }
+            fn visit_i64<E: de::Error>(self, p: i64) -> Result<Probability, E> {
+                self.visit_f64(p as f64)
+            }
+            fn visit_u64<E: de::Error>(self, p: u64) -> Result<Probability, E> {
+                self.visit_f64(p as f64)
+            }
+        }
+        deserializer.deserialize_f64(V)
+    }
+}
+
+/// A `{ min = "…", max = "…" }` range of durations.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DurationRange {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    /// Defaults to the file name without `.toml`.
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub protocol: Spanned<String>,
+    pub nodes: Spanned<u32>,
+    /// The seed `run` uses when `--seed` is not given.
+    pub seed: Option<u64>,
+    pub duration: Spanned<Duration>,
+    pub quiet_period: Option<Spanned<Duration>>,
+    pub checkers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub bugs: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Protocol settings; checked against the protocol's own schema in a second pass.
+    pub settings: Option<toml::Table>,
+    pub network: Option<NetworkFile>,
+    pub clock: Option<ClockFile>,
+    pub disk: Option<DiskFile>,
+    pub workload: Option<WorkloadFile>,
+    pub nemesis: Option<Spanned<NemesisFile>>,
+    #[serde(default)]
+    pub schedule: Vec<Spanned<ScheduleEntry>>,
+    /// A safety bound on the number of kernel events in one run.
+    pub max_events: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkProfile {
+    /// 1–5 ms, no loss (the default).
+    Lan,
+    /// Zero latency, no loss, no duplication: the reference's synchronous delivery.
+    Instant,
+    /// 20–100 ms with a long tail to 1 s.
+    Wan,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkFile {
+    pub profile: Option<NetworkProfile>,
+    pub latency: Option<Spanned<LatencyFile>>,
+    pub drop: Option<Probability>,
+    pub duplicate: Option<Probability>,
+    #[serde(default, rename = "link")]
+    pub links: Vec<Spanned<LinkFile>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Distribution {
+    Constant,
+    Uniform,
+    LongTail,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyFile {
+    pub distribution: Distribution,
+    /// For `constant`.
+    pub delay: Option<Duration>,
+    /// For `uniform` and `long_tail`.
+    pub min: Option<Duration>,
+    pub max: Option<Duration>,
+    /// For `long_tail`.
+    pub tail_probability: Option<Probability>,
+    pub tail_max: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkFile {
+    pub from: u32,
+    pub to: u32,
+    /// Also apply to `to → from`.
+    #[serde(default)]
+    pub both_directions: bool,
+    pub latency: Option<Spanned<LatencyFile>>,
+    pub drop: Option<Probability>,
+    pub duplicate: Option<Probability>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockFile {
+    pub max_offset: Option<Duration>,
+    pub max_drift_ppm: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskFile {
+    pub sector_size: Option<Spanned<u32>>,
+    /// On a crash, each unsynced sector is kept with this probability, torn with
+    /// `crash_torn`, and otherwise lost.
+    pub crash_keep: Option<Spanned<Probability>>,
+    pub crash_torn: Option<Spanned<Probability>>,
+    /// Probability that an un-synced directory operation survives a crash.
+    pub crash_keep_dir_op: Option<Probability>,
+    pub fsync_fail: Option<Probability>,
+    pub read_bit_flip: Option<Probability>,
+    pub latent_sector_error: Option<Probability>,
+    pub misdirected_write: Option<Probability>,
+    /// Capacity in bytes; writes beyond it fail with "no space".
+    pub capacity_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadFile {
+    pub clients: Option<Spanned<u32>>,
+    pub think: Option<Spanned<DurationRange>>,
+    pub timeout: Option<Spanned<Duration>>,
+    pub max_operations: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKindName {
+    Crash,
+    Pause,
+    Partition,
+    Clog,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShapeName {
+    Isolate,
+    RandomHalves,
+    MajoritiesRing,
+    Bridge,
+    OneWay,
+    Links,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NemesisFile {
+    pub interval: DurationRange,
+    pub fault_duration: Option<DurationRange>,
+    pub kinds: Option<Vec<FaultKindName>>,
+    #[serde(default)]
+    pub swarm: bool,
+    pub max_down: Option<u32>,
+    pub clog_delay: Option<Duration>,
+    pub partition_shapes: Option<Vec<ShapeName>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultName {
+    Crash,
+    Restart,
+    Pause,
+    Resume,
+    Partition,
+    Heal,
+    Clog,
+    Unclog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleEntry {
+    pub at: Duration,
+    pub fault: FaultName,
+    /// For crash, restart, pause, resume, and the `isolate` shape.
+    pub node: Option<u32>,
+    /// For partition.
+    pub shape: Option<ShapeName>,
+    /// For the `one_way` shape and for clog.
+    pub from: Option<NodeList>,
+    pub to: Option<NodeList>,
+    /// For the `links` shape: `[[0, 1], [1, 0]]`.
+    pub links: Option<Vec<[u32; 2]>>,
+    /// For clog: the added delay and how long it lasts.
+    pub extra: Option<Duration>,
+    pub duration: Option<Duration>,
+}
+
+/// One node (`0`) or several (`[0, 1]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeList(pub Vec<u32>);
+
+impl<'de> Deserialize<'de> for NodeList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "a node number or a list of node numbers")]
+        enum OneOrMany {
+            One(u32),
+            Many(Vec<u32>),
+        }
+        Ok(match OneOrMany::deserialize(deserializer)? {
+            OneOrMany::One(n) => NodeList(vec![n]),
+            OneOrMany::Many(v) => NodeList(v),
+        })
+    }
+}

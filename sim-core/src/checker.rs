@@ -1,0 +1,47 @@
+//! The checker framework: properties judged from a finished run's observations and
+//! client history, never from a protocol's private state.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::process::Process;
+use crate::run::RunOutput;
+use crate::time::SimTime;
+
+/// A property that does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// The checker that found it.
+    pub checker: &'static str,
+    /// A stable, snake_case name for the kind of violation (used by `shrink` and sweeps).
+    pub kind: String,
+    /// The property in the words of the literature.
+    pub property: &'static str,
+    /// What went wrong, for people.
+    pub message: String,
+    /// When the breaking event happened, if one event is to blame.
+    pub time: Option<SimTime>,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[{}] {} violated: {}",
+            self.kind, self.property, self.message
+        )?;
+        if let Some(t) = self.time {
+            write!(f, " (at {t})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A checker of one property (or a family of related ones).
+pub trait Checker<P: Process> {
+    /// The checker's name, as listed by `faultline list` and named in scenario files.
+    fn name(&self) -> &'static str;
+    /// Every violation found in the run (empty when the property holds).
+    fn check(&self, run: &RunOutput<P>) -> Vec<Violation>;
+}

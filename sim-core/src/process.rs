@@ -1,0 +1,202 @@
+//! The sans-IO process model: the trait every protocol node implements, and the context
+//! through which it acts.
+//!
+//! A handler never performs an effect itself. It *describes* effects through [`Ctx`]
+//! (send, set a timer, reply to a client, emit an observation); the kernel applies them
+//! after the handler returns, deciding delivery, delay and faults. A handler runs
+//! atomically at one instant of simulated time.
+
+use std::fmt::Debug;
+
+use serde::Serialize;
+use storage::vfs::VfsHandle;
+
+use crate::ids::{NodeId, OpId, TimerId};
+use crate::rng::SimRng;
+use crate::time::{SimDuration, SimTime};
+
+/// Bounds every protocol-defined payload type meets: cloneable (the network may
+/// duplicate), printable (for the text trace) and serialisable (for the JSON trace and
+/// the trace hash).
+pub trait Payload: Clone + Debug + Serialize + 'static {}
+impl<T: Clone + Debug + Serialize + 'static> Payload for T {}
+
+/// A node of a simulated distributed system.
+///
+/// The kernel owns the value: a crash drops it (all volatile state is gone) and a restart
+/// builds a fresh one from the node factory and calls [`Process::on_start`], which must
+/// recover from the node's disk. Nothing else survives a crash.
+pub trait Process: Sized + 'static {
+    /// Messages between nodes.
+    type Msg: Payload;
+    /// The payload of a timer, handed back when it fires.
+    type Timer: Payload;
+    /// A client request.
+    type Op: Payload;
+    /// The value a successful client request returns.
+    type Reply: Payload;
+    /// An observation for the checkers (a commit, a vote, a delivery...).
+    type Obs: Payload;
+
+    /// Called at boot and after every restart.
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Self>);
+    /// A message from another node arrived.
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, from: NodeId, msg: Self::Msg);
+    /// A timer set by this incarnation fired.
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, id: TimerId, timer: Self::Timer);
+    /// A client invoked an operation on this node; answer it later with
+    /// [`Ctx::reply_ok`] or [`Ctx::reply_fail`] (at most once).
+    fn on_client(&mut self, ctx: &mut Ctx<'_, Self>, op: OpId, request: Self::Op);
+}
+
+/// How a client operation ended, in the Jepsen vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum Completion<R> {
+    /// It took effect, with this result.
+    Ok(R),
+    /// It certainly did not take effect.
+    Fail(String),
+    /// Unknown: it may or may not have taken effect (timeout, crash).
+    Info(String),
+}
+
+/// An effect described by a handler, applied by the kernel after the handler returns.
+#[derive(Debug, Clone)]
+pub enum Effect<P: Process> {
+    Send {
+        to: NodeId,
+        msg: P::Msg,
+    },
+    SetTimer {
+        id: TimerId,
+        after_local: SimDuration,
+        timer: P::Timer,
+    },
+    CancelTimer {
+        id: TimerId,
+    },
+    Reply {
+        op: OpId,
+        completion: Completion<P::Reply>,
+    },
+    Observe {
+        obs: P::Obs,
+    },
+}
+
+/// The context a handler acts through.
+pub struct Ctx<'a, P: Process> {
+    pub(crate) node: NodeId,
+    pub(crate) node_count: usize,
+    pub(crate) incarnation: u32,
+    pub(crate) local_now: SimTime,
+    pub(crate) rng: &'a mut SimRng,
+    pub(crate) effects: &'a mut Vec<Effect<P>>,
+    pub(crate) next_timer_id: &'a mut u64,
+    pub(crate) disk: &'a VfsHandle,
+}
+
+impl<'a, P: Process> Ctx<'a, P> {
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.node
+    }
+
+    /// The number of nodes in the cluster (ids `0..node_count`).
+    pub fn node_count(&self) -> usize {
+        self.node_count
+    }
+
+    /// Every node except this one, in id order.
+    pub fn peers(&self) -> impl Iterator<Item = NodeId> + use<P> {
+        let me = self.node;
+        (0..self.node_count as u32)
+            .map(NodeId)
+            .filter(move |&n| n != me)
+    }
+
+    /// How many times this node has been started (1 at boot, +1 per restart). Protocols
+    /// must not use this in place of durable state; it exists for observations.
+    pub fn incarnation(&self) -> u32 {
+        self.incarnation
+    }
+
+    /// The node's own clock, which may be offset and drift from true time.
+    pub fn now(&self) -> SimTime {
+        self.local_now
+    }
+
+    /// This node's random stream (seeded; continues across restarts).
+    pub fn rng(&mut self) -> &mut SimRng {
+        self.rng
+    }
+
+    /// The node's disk. Engines opened in `on_start` keep a clone for the life of the
+    /// process; a crash subjects unsynced writes to loss and tearing.
+    pub fn disk(&self) -> VfsHandle {
+        self.disk.clone()
+    }
+
+    /// Sends `msg` to `to`. Sending to oneself is delivered through the network like any
+    /// other message (with the link's latency, but never cut by a partition).
+    pub fn send(&mut self, to: NodeId, msg: P::Msg) {
+        self.effects.push(Effect::Send { to, msg });
+    }
+
+    /// Sends `msg` to every other node.
+    pub fn broadcast(&mut self, msg: P::Msg) {
+        for to in self.peers() {
+            self.effects.push(Effect::Send {
+                to,
+                msg: msg.clone(),
+            });
+        }
+    }
+
+    /// Sets a timer to fire after `after` has passed *on this node's clock*.
+    pub fn set_timer(&mut self, after: SimDuration, timer: P::Timer) -> TimerId {
+        *self.next_timer_id += 1;
+        let id = TimerId(*self.next_timer_id);
+        self.effects.push(Effect::SetTimer {
+            id,
+            after_local: after,
+            timer,
+        });
+        id
+    }
+
+    /// Cancels a timer; cancelling one that already fired or was cancelled is harmless.
+    pub fn cancel_timer(&mut self, id: TimerId) {
+        self.effects.push(Effect::CancelTimer { id });
+    }
+
+    /// Completes a client operation successfully.
+    pub fn reply_ok(&mut self, op: OpId, reply: P::Reply) {
+        self.effects.push(Effect::Reply {
+            op,
+            completion: Completion::Ok(reply),
+        });
+    }
+
+    /// Completes a client operation as certainly not having taken effect.
+    pub fn reply_fail(&mut self, op: OpId, reason: impl Into<String>) {
+        self.effects.push(Effect::Reply {
+            op,
+            completion: Completion::Fail(reason.into()),
+        });
+    }
+
+    /// Completes a client operation with an unknown outcome.
+    pub fn reply_info(&mut self, op: OpId, reason: impl Into<String>) {
+        self.effects.push(Effect::Reply {
+            op,
+            completion: Completion::Info(reason.into()),
+        });
+    }
+
+    /// Emits an observation for the checkers.
+    pub fn observe(&mut self, obs: P::Obs) {
+        self.effects.push(Effect::Observe { obs });
+    }
+}

@@ -1,0 +1,8 @@
+//! Storage engines for Faultline nodes, over a pluggable [`vfs::Vfs`].
+//!
+//! Architecture invariant: this crate does not depend on the simulator, reads no clock
+//! and no global RNG. Everything it needs (the file system, time, randomness) is passed in.
+
+#![forbid(unsafe_code)]
+
+pub mod vfs;
