@@ -139,6 +139,9 @@ fn run(
     print_trace: bool,
 ) -> anyhow::Result<Outcome> {
     let scenario = load(file)?;
+    for name in &bugs {
+        scenarios::registry::check_bug_flag(scenario.protocol, name).map_err(anyhow::Error::msg)?;
+    }
     let seed = seed.unwrap_or(scenario.default_seed);
     say!("seed: {seed}");
     let jsonl: Option<Box<dyn std::io::Write>> = match &trace {

@@ -6,4 +6,4 @@
 #![forbid(unsafe_code)]
 
 pub mod broadcast;
-pub mod bugs;
+pub mod common;

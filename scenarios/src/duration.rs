@@ -54,7 +54,7 @@ pub fn parse_duration(text: &str) -> Result<SimDuration, String> {
     // The fractional part, exactly, down to a microsecond.
     let mut scale = micros_per_unit;
     for digit in fraction.bytes() {
-        if scale % 10 != 0 {
+        if !scale.is_multiple_of(10) {
             return Err(format!("`{text}` is more precise than a microsecond"));
         }
         scale /= 10;

@@ -18,5 +18,5 @@ pub mod scenario;
 pub mod schema;
 
 pub use error::ScenarioError;
-pub use runner::{RunOptions, RunReport, run};
+pub use runner::{RunOptions, RunReport, TraceFilter, run, transcript};
 pub use scenario::Scenario;

@@ -1,7 +1,7 @@
 //! The registry from protocol names to everything needed to run them: settings schema,
 //! node factory, workload, checkers and bug flags.
 
-use protocols::bugs::BugFlag;
+use protocols::common::BugFlag;
 
 use crate::bindings;
 use crate::error::ScenarioError;

@@ -123,3 +123,61 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, Scenar
     }
     (scenario.protocol.run)(scenario, options)
 }
+
+/// Which events a transcript shows.
+#[derive(Debug, Clone, Default)]
+pub struct TraceFilter {
+    /// Only events that concern one of these nodes (all if empty).
+    pub nodes: Vec<NodeId>,
+    /// Only these event kinds, by name (`send`, `deliver`, `crash`, ...; all if empty).
+    pub kinds: Vec<String>,
+    /// Only events in `[from, to]`.
+    pub from: Option<SimTime>,
+    pub to: Option<SimTime>,
+}
+
+impl TraceFilter {
+    pub fn matches(&self, line: &TraceLine) -> bool {
+        let node_ok = self.nodes.is_empty()
+            || line.nodes.iter().flatten().any(|n| self.nodes.contains(n))
+            || line.nodes.iter().all(Option::is_none);
+        let kind_ok = self.kinds.is_empty() || self.kinds.iter().any(|k| k == line.kind);
+        let time_ok =
+            self.from.is_none_or(|t| line.time >= t) && self.to.is_none_or(|t| line.time <= t);
+        node_ok && kind_ok && time_ok
+    }
+}
+
+/// Runs one seed and renders its trace as a stable, human-readable transcript: one line
+/// per event (`<time> <event>`), then the verdict and the trace hash. This is what trace
+/// snapshot tests compare.
+pub fn transcript(
+    scenario: &Scenario,
+    seed: u64,
+    bugs: &[&str],
+    filter: &TraceFilter,
+) -> Result<String, ScenarioError> {
+    let options = RunOptions {
+        seed,
+        bugs: bugs.iter().map(|b| b.to_string()).collect(),
+        keep_trace_lines: true,
+        jsonl: None,
+    };
+    let report = run(scenario, options)?;
+    let mut out = String::new();
+    for line in report.trace_lines.iter().filter(|l| filter.matches(l)) {
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    if report.violations.is_empty() {
+        out.push_str("verdict: ok\n");
+    }
+    for v in &report.violations {
+        out.push_str(&format!("violation: {v}\n"));
+    }
+    out.push_str(&format!(
+        "trace-hash: {}\n",
+        sim_core::trace::format_hash(report.trace_hash)
+    ));
+    Ok(out)
+}

@@ -27,8 +27,10 @@ use crate::time::{SimDuration, SimTime};
 use crate::trace::{Trace, TraceEvent, TraceOptions};
 use crate::workload::{ClientConfig, Workload};
 
-/// Bounds on the clocks of the nodes; each node's offset and drift are drawn uniformly
-/// within them from the `clock` stream.
+/// Bounds on the clocks of the nodes; each node's offset (ahead of true time, in
+/// `[0, max_offset]`) and drift (in `[-max_drift_ppm, +max_drift_ppm]`) are drawn
+/// uniformly from the `clock` stream. Offsets are never negative, so no clock ever reads
+/// below zero; what matters to protocols is the skew between nodes, up to `max_offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ClockConfig {
     pub max_offset: SimDuration,
@@ -47,6 +49,7 @@ pub struct SimConfig {
     pub duration: SimDuration,
     /// The final stretch of `duration` with no faults: at its start every fault is
     /// healed, crashed nodes restart, paused ones resume, and clients stop invoking.
+    /// Zero means no quiet phase: the run ends in whatever state the faults left.
     pub quiet_period: SimDuration,
     pub schedule: Vec<ScheduledFault>,
     pub nemesis: Option<NemesisConfig>,
@@ -335,7 +338,9 @@ impl<P: Process> Simulation<P> {
                 },
             );
         }
-        self.push(self.quiet_from, Event::QuietPhase);
+        if self.config.quiet_period > SimDuration::ZERO {
+            self.push(self.quiet_from, Event::QuietPhase);
+        }
     }
 
     /// Processes events up to and including time `until`; returns whether the event
@@ -939,7 +944,7 @@ fn draw_clock(config: &ClockConfig, rng: &mut SimRng) -> NodeClock {
     let drift = i64::from(config.max_drift_ppm);
     NodeClock::new(
         if offset > 0 {
-            rng.random_range(-offset..=offset)
+            rng.random_range(0..=offset)
         } else {
             0
         },

@@ -153,3 +153,124 @@ fn restarted_since(run: &RunOutput<Node>, node: NodeId, time: SimTime) -> bool {
         .iter()
         .any(|f| f.at >= time && f.fault == Fault::Restart { node })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sim_core::fault::ScheduledFault;
+    use sim_core::history::{History, Operation};
+    use sim_core::{ClientId, NodeStatus, Observed, OpId, RunStats};
+
+    /// A run of `nodes` nodes, all up in incarnation 1 at the end, in which client
+    /// broadcasts `(op id, value, acknowledging node)` happened.
+    fn run(nodes: usize, broadcasts: &[(u64, u64, u32)]) -> RunOutput<Node> {
+        let operations = broadcasts
+            .iter()
+            .map(|&(id, value, node)| Operation {
+                id: OpId(id),
+                client: ClientId(0),
+                node: NodeId(node),
+                request: Request::Broadcast { value },
+                invoked_at: SimTime(id * 10),
+                completion: Some((SimTime(id * 10 + 1), Completion::Ok(()))),
+            })
+            .collect();
+        RunOutput {
+            seed: 0,
+            trace_hash: 0,
+            quiet_from: SimTime(1_000),
+            end_time: SimTime(2_000),
+            node_count: nodes,
+            final_status: vec![NodeStatus::Up; nodes],
+            final_incarnation: vec![1; nodes],
+            observations: Vec::new(),
+            history: History { operations },
+            stats: RunStats::default(),
+            realised_schedule: Vec::new(),
+            trace_lines: Vec::new(),
+            hit_event_limit: false,
+            trace_error: None,
+        }
+    }
+
+    fn deliver(run: &mut RunOutput<Node>, node: u32, incarnation: u32, id: u64, value: u64) {
+        run.observations.push(Observed {
+            time: SimTime(500 + run.observations.len() as u64),
+            node: NodeId(node),
+            incarnation,
+            obs: Observation::Delivered { id, value },
+        });
+    }
+
+    fn kinds(run: &RunOutput<Node>) -> Vec<String> {
+        DeliveryChecker
+            .check(run)
+            .into_iter()
+            .map(|v| v.kind)
+            .collect()
+    }
+
+    #[test]
+    fn a_complete_run_passes() {
+        let mut r = run(3, &[(1, 10, 0), (2, 20, 1)]);
+        for node in 0..3 {
+            deliver(&mut r, node, 1, 1, 10);
+            deliver(&mut r, node, 1, 2, 20);
+        }
+        assert_eq!(kinds(&r), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_second_delivery_in_one_incarnation_is_a_duplicate_but_not_across_restarts() {
+        let mut r = run(2, &[(1, 10, 0)]);
+        deliver(&mut r, 0, 1, 1, 10);
+        deliver(&mut r, 1, 1, 1, 10);
+        deliver(&mut r, 1, 1, 1, 10);
+        assert_eq!(kinds(&r), vec!["duplicate_delivery"]);
+
+        let mut r = run(2, &[(1, 10, 0)]);
+        r.final_incarnation = vec![1, 2];
+        deliver(&mut r, 0, 1, 1, 10);
+        deliver(&mut r, 1, 1, 1, 10);
+        deliver(&mut r, 1, 2, 1, 10);
+        assert_eq!(kinds(&r), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_invented_or_altered_value_is_a_creation() {
+        let mut r = run(2, &[(1, 10, 0)]);
+        deliver(&mut r, 0, 1, 1, 10);
+        deliver(&mut r, 1, 1, 1, 11);
+        deliver(&mut r, 0, 1, 99, 5);
+        let k = kinds(&r);
+        assert_eq!(
+            k.iter().filter(|k| *k == "created_value").count(),
+            2,
+            "{k:?}"
+        );
+    }
+
+    #[test]
+    fn a_value_some_live_node_lacks_breaks_agreement() {
+        let mut r = run(3, &[(1, 10, 0)]);
+        deliver(&mut r, 0, 1, 1, 10);
+        deliver(&mut r, 1, 1, 1, 10);
+        assert_eq!(kinds(&r), vec!["missing_delivery"]);
+        // A node that is down at the end is not judged.
+        r.final_status[2] = NodeStatus::Crashed;
+        assert_eq!(kinds(&r), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_acknowledged_value_nobody_delivered_breaks_validity_unless_its_node_restarted() {
+        let mut r = run(2, &[(1, 10, 0)]);
+        assert_eq!(kinds(&r), vec!["lost_broadcast", "lost_broadcast"]);
+        // The acknowledging incarnation crashed and restarted: the value may be lost.
+        r.final_incarnation = vec![2, 1];
+        r.realised_schedule.push(ScheduledFault {
+            at: SimTime(100),
+            fault: Fault::Restart { node: NodeId(0) },
+        });
+        assert_eq!(kinds(&r), Vec::<String>::new());
+    }
+}

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use sim_core::{Ctx, NodeId, OpId, Process, SimDuration, TimerId};
 
-use crate::bugs::{BugFlag, BugFlagError, unknown};
+use crate::common::{BugFlag, BugFlagError, unknown};
 
 /// The id of a broadcast value: the id of the client operation that introduced it,
 /// unique within a run.

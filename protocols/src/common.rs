@@ -1,5 +1,5 @@
-//! Opt-in bug flags: each re-introduces one classic defect so that the simulator can
-//! prove it finds it.
+//! What every protocol shares: opt-in bug flags, each re-introducing one classic defect
+//! so that the simulator can prove it finds it.
 
 /// A bug flag as listed by `faultline list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

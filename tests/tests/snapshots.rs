@@ -1,0 +1,73 @@
+//! Trace snapshots: short runs at fixed seeds, rendered as transcripts and compared with
+//! the reviewed copies in `tests/snapshots/` (`cargo insta review` to accept a change).
+
+use scenarios::{Scenario, TraceFilter, transcript};
+
+/// Three nodes, one client, a lossy link, and a crash with a restart: small enough to
+/// read line by line.
+const SMALL: &str = r#"
+protocol = "broadcast"
+nodes = 3
+duration = "400ms"
+quiet_period = "150ms"
+
+[settings]
+retransmit_interval = "30ms"
+
+[network]
+latency = { distribution = "uniform", min = "1ms", max = "4ms" }
+drop = 0.2
+
+[workload]
+clients = 1
+think = { min = "40ms", max = "60ms" }
+timeout = "100ms"
+max_operations = 3
+
+[[schedule]]
+at = "60ms"
+fault = "crash"
+node = 2
+
+[[schedule]]
+at = "120ms"
+fault = "restart"
+node = 2
+"#;
+
+fn small() -> Scenario {
+    Scenario::parse("small.toml", SMALL, "broadcast-small").expect("valid scenario")
+}
+
+#[test]
+fn broadcast_crash_and_resync_transcript() {
+    let text = transcript(&small(), 4, &[], &TraceFilter::default()).expect("runs");
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn broadcast_transcript_filtered_to_one_node_and_kinds() {
+    let filter = TraceFilter {
+        nodes: vec![sim_core::NodeId(2)],
+        kinds: vec![
+            "deliver".into(),
+            "crash".into(),
+            "restart".into(),
+            "observe".into(),
+        ],
+        ..TraceFilter::default()
+    };
+    let text = transcript(&small(), 4, &[], &filter).expect("runs");
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn broadcast_no_dedup_transcript_shows_the_violation() {
+    let filter = TraceFilter {
+        kinds: vec!["observe".into(), "duplicate".into()],
+        ..TraceFilter::default()
+    };
+    let text = transcript(&small(), 4, &["broadcast.no_dedup"], &filter).expect("runs");
+    assert!(text.contains("violation: [duplicate_delivery]"), "{text}");
+    insta::assert_snapshot!(text);
+}
