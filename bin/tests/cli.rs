@@ -49,6 +49,7 @@ fn run_passes_prints_seed_first_and_hash_last_and_is_repeatable() {
     assert_eq!(a.status.code(), Some(0), "{}{}", stdout(&a), stderr(&a));
     assert!(stdout(&a).starts_with("seed: 11\n"));
     assert!(stdout(&a).contains("result: ok"));
+    assert!(stdout(&a).contains("faults: none"));
     let b = faultline(&["run", STEADY, "--seed", "11"]);
     assert_eq!(trace_hash(&a), trace_hash(&b));
     let c = faultline(&["run", STEADY, "--seed", "12"]);
@@ -87,7 +88,7 @@ fn a_bug_flag_is_found_and_exits_1_with_a_replay_command() {
     let out = stdout(&o);
     assert!(out.contains("agreement violated"), "{out}");
     assert!(out.contains(&format!(
-        "replay: faultline run {LOSSY} --seed 1 --bug broadcast.no_retransmit"
+        "replay: faultline replay {LOSSY} --seed 1 --bug broadcast.no_retransmit"
     )));
     trace_hash(&o);
 }
@@ -203,6 +204,12 @@ fn bad_arguments_exit_2() {
         vec!["run", STEADY, "--bug", "broadcast.no_such_bug"],
         vec!["run", "does/not/exist.toml"],
         vec!["frobnicate"],
+        vec!["explore", STEADY, "--seeds", "5..2"],
+        vec!["explore", STEADY, "--seeds", "0..2", "--shard", "3/2"],
+        vec!["explore", STEADY, "--seeds", "0..2", "--jobs", "0"],
+        vec!["replay", STEADY],
+        vec!["replay", STEADY, "--seed", "1", "--node", "99"],
+        vec!["shrink", STEADY],
     ] {
         let o = faultline(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
@@ -232,4 +239,225 @@ fn list_names_protocols_checkers_and_bug_flags() {
     let value: serde_json::Value = serde_json::from_str(stdout(&j).trim()).expect("JSON");
     assert_eq!(value["protocols"][0]["name"], "broadcast");
     assert!(value["protocols"][0]["bug_flags"].as_array().unwrap().len() >= 3);
+}
+
+/// Copies a library scenario into a temporary directory (so regression files written
+/// next to it stay out of the repository).
+fn scratch_copy(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let to = dir.path().join(name);
+    std::fs::copy(workspace().join("scenarios/library").join(name), &to).expect("copy");
+    (dir, to)
+}
+
+#[test]
+fn explore_finds_a_bug_flag_records_it_and_run_rechecks_it() {
+    let (_dir, file) = scratch_copy("broadcast-lossy-partitions.toml");
+    let f = file.to_str().unwrap();
+    let o = faultline(&[
+        "explore",
+        f,
+        "--seeds",
+        "0..6",
+        "--jobs",
+        "2",
+        "--bug",
+        "broadcast.no_dedup",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!(
+            "replay: faultline replay {f} --seed 0 --bug broadcast.no_dedup"
+        )),
+        "{out}"
+    );
+    let last: serde_json::Value =
+        serde_json::from_str(out.lines().last().unwrap()).expect("JSON last line");
+    assert_eq!(last["seeds_run"], 6);
+    assert_eq!(last["failures"].as_array().unwrap().len(), 6);
+    assert_eq!(last["failures"][0]["kind"], "duplicate_delivery");
+    assert!(last["seeds_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(last["events_per_sec"].as_f64().unwrap() > 0.0);
+    let recorded = std::fs::read_to_string(file.with_extension("regressions")).expect("recorded");
+    assert_eq!(recorded.matches("[[failure]]").count(), 6);
+
+    // Exploring again records nothing new.
+    let again = faultline(&[
+        "explore",
+        f,
+        "--seeds",
+        "0..6",
+        "--bug",
+        "broadcast.no_dedup",
+    ]);
+    assert!(stdout(&again).contains("regressions: 0 new seed(s)"));
+
+    // `run` without --seed re-checks them: still failing with the flag on, as recorded.
+    let run = faultline(&["run", f]);
+    assert_eq!(run.status.code(), Some(0), "{}", stdout(&run));
+    assert!(stdout(&run).contains("regressions: 6 recorded seed(s)"));
+    assert!(!stdout(&run).contains("CHANGED"));
+
+    // Replay knows the recorded hash.
+    let replay = faultline(&["replay", f, "--seed", "3", "--bug", "broadcast.no_dedup"]);
+    assert_eq!(replay.status.code(), Some(1));
+    assert!(
+        stdout(&replay).contains("determinism: the trace hash matches"),
+        "{}",
+        stdout(&replay)
+    );
+}
+
+#[test]
+fn explore_results_do_not_depend_on_jobs_or_sharding() {
+    let (_dir, file) = scratch_copy("broadcast-lossy-partitions.toml");
+    let f = file.to_str().unwrap();
+    let failures = |args: &[&str]| -> Vec<(u64, String)> {
+        let mut all = vec![
+            "explore",
+            f,
+            "--bug",
+            "broadcast.no_relay",
+            "--json",
+            "--no-record",
+        ];
+        all.extend_from_slice(args);
+        let o = faultline(&all);
+        let out = stdout(&o);
+        let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        v["failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["seed"].as_u64().unwrap(),
+                    f["trace_hash"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let one = failures(&["--seeds", "0..8", "--jobs", "1"]);
+    assert!(!one.is_empty());
+    assert_eq!(one, failures(&["--seeds", "0..8", "--jobs", "2"]));
+    let mut sharded = failures(&["--seeds", "0..8", "--shard", "1/2"]);
+    sharded.extend(failures(&["--seeds", "0..8", "--shard", "2/2"]));
+    sharded.sort();
+    assert_eq!(one, sharded, "shards concatenate to the whole sweep");
+}
+
+#[test]
+fn explore_stops_on_first_failure() {
+    let o = faultline(&[
+        "explore",
+        LOSSY,
+        "--seeds",
+        "0..40",
+        "--jobs",
+        "1",
+        "--bug",
+        "broadcast.no_dedup",
+        "--stop-on-first",
+        "--no-record",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).lines().last().unwrap()).unwrap();
+    assert_eq!(v["seeds_run"], 1);
+}
+
+#[test]
+fn replay_explains_the_violation_and_honours_the_window() {
+    let o = faultline(&[
+        "replay",
+        LOSSY,
+        "--seed",
+        "1",
+        "--bug",
+        "broadcast.no_retransmit",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(out.contains("violations:"), "{out}");
+    assert!(out.contains("property \"agreement\""), "{out}");
+    assert!(out.lines().last().unwrap().starts_with("trace-hash: "));
+    let run = faultline(&[
+        "run",
+        LOSSY,
+        "--seed",
+        "1",
+        "--bug",
+        "broadcast.no_retransmit",
+    ]);
+    assert_eq!(trace_hash(&o), trace_hash(&run), "replay is the same run");
+
+    let w = faultline(&[
+        "replay", LOSSY, "--seed", "1", "--from", "2s", "--to", "2.01s", "--node", "3",
+    ]);
+    assert_eq!(w.status.code(), Some(0), "{}", stderr(&w));
+    for line in stdout(&w)
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+    {
+        let time: f64 = line
+            .trim_start()
+            .split('s')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((2.0..=2.01).contains(&time), "{line}");
+        assert!(line.contains("n3") || !line.contains(" n"), "{line}");
+    }
+    let bad = faultline(&["replay", LOSSY, "--seed", "1", "--from", "soon"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn shrink_output_is_smaller_and_fails_the_same_way() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_path = dir.path().join("small.toml");
+    let o = faultline(&[
+        "shrink",
+        LOSSY,
+        "--seed",
+        "1",
+        "--bug",
+        "broadcast.no_retransmit",
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("verified: fails with missing_delivery"),
+        "{out}"
+    );
+    let size = |prefix: &str| -> (u64, f64) {
+        let line = out.lines().find(|l| l.starts_with(prefix)).expect(prefix);
+        let faults: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let duration = line
+            .split(", ")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches(" duration");
+        let secs = scenarios::duration::parse_duration(duration).unwrap().0 as f64 / 1e6;
+        (faults, secs)
+    };
+    let (before_faults, before_secs) = size("before:");
+    let (after_faults, after_secs) = size("after:");
+    assert!(after_faults <= before_faults && after_secs <= before_secs);
+    assert!(
+        after_faults < before_faults || after_secs < before_secs,
+        "{out}"
+    );
+    // The written scenario stands alone: its own seed and bug flags reproduce the failure.
+    let run = faultline(&["run", out_path.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(1), "{}", stdout(&run));
+    assert!(stdout(&run).contains("missing_delivery"));
+    let nothing = faultline(&["shrink", STEADY, "--seed", "1"]);
+    assert_eq!(nothing.status.code(), Some(2));
+    assert!(stderr(&nothing).contains("does not fail"));
 }

@@ -118,8 +118,22 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for text in ["150ms", "2s", "37us"] {
+        for text in ["150ms", "2s", "37us", "1.5s", "5.010991s", "2.5ms", "0us"] {
             assert_eq!(parse_duration(text).unwrap().to_string(), text);
+        }
+        for micros in [
+            0u64,
+            1,
+            999,
+            1_000,
+            1_001,
+            999_999,
+            1_000_000,
+            1_234_567,
+            86_400_000_000,
+        ] {
+            let d = SimDuration(micros);
+            assert_eq!(parse_duration(&d.to_string()), Ok(d), "{d}");
         }
     }
 }

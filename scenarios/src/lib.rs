@@ -12,10 +12,13 @@
 mod bindings;
 pub mod duration;
 pub mod error;
+pub mod explore;
 pub mod registry;
+pub mod regressions;
 pub mod runner;
 pub mod scenario;
 pub mod schema;
+pub mod shrink;
 
 pub use error::ScenarioError;
 pub use runner::{RunOptions, RunReport, TraceFilter, run, transcript};

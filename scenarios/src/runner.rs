@@ -98,6 +98,7 @@ pub(crate) fn run_protocol<P: Process>(
                 output.end_time, output.stats.queue_events
             ),
             time: Some(output.end_time),
+            nodes: Vec::new(),
         });
     }
     Ok(RunReport {

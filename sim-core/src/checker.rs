@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::ids::NodeId;
 use crate::process::Process;
 use crate::run::RunOutput;
 use crate::time::SimTime;
@@ -22,6 +23,8 @@ pub struct Violation {
     pub message: String,
     /// When the breaking event happened, if one event is to blame.
     pub time: Option<SimTime>,
+    /// The nodes it concerns (for `replay`'s default window), if any.
+    pub nodes: Vec<NodeId>,
 }
 
 impl fmt::Display for Violation {

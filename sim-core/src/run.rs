@@ -46,8 +46,8 @@ pub struct RunStats {
     pub timers_fired: u64,
     /// Faults injected, by kind (a crash and its restart count once).
     pub faults: BTreeMap<FaultKind, u64>,
-    /// Disk faults injected, by name.
-    pub disk_faults: BTreeMap<String, u64>,
+    /// Disk events (injected faults and crash outcomes), by name.
+    pub disk_events: BTreeMap<String, u64>,
     pub operations_invoked: u64,
     pub operations_ok: u64,
     pub operations_failed: u64,
@@ -68,7 +68,8 @@ pub struct RunOutput<P: Process> {
     pub observations: Vec<Observed<P>>,
     pub history: History<P>,
     pub stats: RunStats,
-    /// Every fault that was applied, with its time (from the schedule and the nemesis).
+    /// Every fault that was applied, with its time (from the schedule, the nemesis and the
+    /// quiet phase), with random choices resolved: a partition is recorded as its links.
     pub realised_schedule: RealisedSchedule,
     /// The trace as text, if it was kept.
     pub trace_lines: Vec<TraceLine>,

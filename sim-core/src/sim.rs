@@ -19,7 +19,7 @@ use crate::disk::{DiskConfig, SimDisk};
 use crate::fault::{Fault, FaultKind, NemesisConfig, ScheduledFault, pick_partition};
 use crate::history::{History, Operation};
 use crate::ids::{ClientId, MsgId, NodeId, OpId, TimerId};
-use crate::network::{DropReason, Network, NetworkConfig, Routing};
+use crate::network::{DropReason, Network, NetworkConfig, PartitionShape, Routing};
 use crate::process::{Completion, Ctx, Effect, Process};
 use crate::rng::{SimRng, fork};
 use crate::run::{NodeStatus, Observed, RunOutput, RunStats};
@@ -475,7 +475,7 @@ impl<P: Process> Simulation<P> {
         for event in &events {
             *self
                 .stats
-                .disk_faults
+                .disk_events
                 .entry(event.name().to_string())
                 .or_default() += 1;
             self.trace.record::<P>(
@@ -619,6 +619,9 @@ impl<P: Process> Simulation<P> {
 
     fn apply_fault(&mut self, fault: Fault) {
         let now = self.now;
+        // What is recorded in the realised schedule: the fault as applied, with random
+        // choices resolved, so that replaying the schedule alone reproduces it.
+        let mut realised = fault.clone();
         let applied = match &fault {
             Fault::Crash { node } => {
                 let up = self.nodes[node.index()].status != NodeStatus::Crashed;
@@ -654,6 +657,11 @@ impl<P: Process> Simulation<P> {
             Fault::Partition { shape } => {
                 let links = shape.resolve(self.config.node_count, &mut self.nemesis_rng);
                 self.network.block(&links);
+                realised = Fault::Partition {
+                    shape: PartitionShape::Links {
+                        links: links.clone(),
+                    },
+                };
                 self.trace.record::<P>(
                     now,
                     TraceEvent::Partition {
@@ -703,7 +711,10 @@ impl<P: Process> Simulation<P> {
             ) {
                 *self.stats.faults.entry(fault.kind()).or_default() += 1;
             }
-            self.realised.push(ScheduledFault { at: now, fault });
+            self.realised.push(ScheduledFault {
+                at: now,
+                fault: realised,
+            });
         }
     }
 

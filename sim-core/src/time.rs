@@ -94,18 +94,25 @@ impl fmt::Display for SimTime {
 }
 
 impl fmt::Display for SimDuration {
-    /// The largest unit that represents the duration exactly: `150ms`, `2s`, `37us`.
+    /// Exact, in the largest unit that reads well: `150ms`, `2s`, `1.5s`, `5.010991s`,
+    /// `2.5ms`, `37us`. The scenario-file duration parser reads every form back.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let us = self.0;
-        if us == 0 {
-            write!(f, "0s")
-        } else if us.is_multiple_of(1_000_000) {
-            write!(f, "{}s", us / 1_000_000)
-        } else if us.is_multiple_of(1_000) {
-            write!(f, "{}ms", us / 1_000)
+        let (unit, per_unit) = if us >= 1_000_000 {
+            ("s", 1_000_000)
+        } else if us >= 1_000 {
+            ("ms", 1_000)
         } else {
-            write!(f, "{us}us")
+            return write!(f, "{us}us");
+        };
+        let whole = us / per_unit;
+        let fraction = us % per_unit;
+        if fraction == 0 {
+            return write!(f, "{whole}{unit}");
         }
+        let digits = if per_unit == 1_000_000 { 6 } else { 3 };
+        let text = format!("{fraction:0digits$}");
+        write!(f, "{whole}.{}{unit}", text.trim_end_matches('0'))
     }
 }
 
@@ -119,7 +126,11 @@ mod tests {
         assert_eq!(SimDuration::from_millis(150).to_string(), "150ms");
         assert_eq!(SimDuration::from_secs(30).to_string(), "30s");
         assert_eq!(SimDuration(37).to_string(), "37us");
-        assert_eq!(SimDuration(0).to_string(), "0s");
+        assert_eq!(SimDuration(0).to_string(), "0us");
+        assert_eq!(SimDuration(1_500_000).to_string(), "1.5s");
+        assert_eq!(SimDuration(5_010_991).to_string(), "5.010991s");
+        assert_eq!(SimDuration(2_500).to_string(), "2.5ms");
+        assert_eq!(SimDuration(1_000_001).to_string(), "1.000001s");
     }
 
     #[test]

@@ -32,13 +32,15 @@ impl Checker<Node> for DeliveryChecker {
 
     fn check(&self, run: &RunOutput<Node>) -> Vec<Violation> {
         let mut violations = Vec::new();
-        let violation = |kind: &str, property: &'static str, message: String, time| Violation {
-            checker: NAME,
-            kind: kind.to_string(),
-            property,
-            message,
-            time,
-        };
+        let violation =
+            |kind: &str, property: &'static str, message: String, time, node| Violation {
+                checker: NAME,
+                kind: kind.to_string(),
+                property,
+                message,
+                time,
+                nodes: vec![node],
+            };
 
         let broadcasts: BTreeMap<ValueId, u64> = run
             .history
@@ -63,12 +65,14 @@ impl Checker<Node> for DeliveryChecker {
                         o.node
                     ),
                     Some(o.time),
+                    o.node,
                 )),
                 None => violations.push(violation(
                     "created_value",
                     "no creation",
                     format!("{} delivered broadcast {id}, which no client sent", o.node),
                     Some(o.time),
+                    o.node,
                 )),
             }
             if !delivered
@@ -84,6 +88,7 @@ impl Checker<Node> for DeliveryChecker {
                         o.node, o.incarnation
                     ),
                     Some(o.time),
+                    o.node,
                 ));
             }
         }
@@ -125,6 +130,7 @@ impl Checker<Node> for DeliveryChecker {
                          ({count} missing in all) that other live nodes delivered"
                     ),
                     None,
+                    node,
                 ));
             }
             if let Some(&missing) = acked_by_survivor.difference(mine).next() {
@@ -139,6 +145,7 @@ impl Checker<Node> for DeliveryChecker {
                          but {node} (incarnation {incarnation}) never delivered it"
                     ),
                     None,
+                    node,
                 ));
             }
         }
