@@ -405,3 +405,76 @@ fn the_event_limit_stops_a_runaway_run() {
     assert!(out.hit_event_limit);
     assert_eq!(out.stats.queue_events, 5);
 }
+
+#[test]
+fn swarm_mode_picks_a_seeded_subset_of_fault_kinds() {
+    use sim_core::fault::{FaultKind, NemesisConfig};
+    let nemesis = NemesisConfig {
+        swarm: true,
+        ..NemesisConfig::default()
+    };
+    let mut subsets = std::collections::BTreeSet::new();
+    for seed in 0..64 {
+        let mut rng = sim_core::rng::fork(seed, "nemesis", 0);
+        let kinds = nemesis.active_kinds(&mut rng);
+        assert!(!kinds.is_empty());
+        assert!(kinds.iter().all(|k| FaultKind::ALL.contains(k)));
+        let mut again = sim_core::rng::fork(seed, "nemesis", 0);
+        assert_eq!(kinds, nemesis.active_kinds(&mut again), "seeded");
+        subsets.insert(kinds);
+    }
+    assert!(
+        subsets.len() > 8,
+        "swarm explores many subsets: {subsets:?}"
+    );
+    // Without swarm, every kind is active.
+    let mut rng = sim_core::rng::fork(1, "nemesis", 0);
+    assert_eq!(
+        NemesisConfig::default().active_kinds(&mut rng),
+        FaultKind::ALL.to_vec()
+    );
+}
+
+#[test]
+fn the_nemesis_injects_only_active_kinds_and_never_downs_a_majority() {
+    use sim_core::fault::{FaultKind, NemesisConfig};
+    for seed in 0..20 {
+        let mut c = config(5);
+        c.seed = seed;
+        c.duration = SimDuration::from_secs(5);
+        c.quiet_period = SimDuration::from_secs(1);
+        c.nemesis = Some(NemesisConfig {
+            interval_min: SimDuration::from_millis(20),
+            interval_max: SimDuration::from_millis(80),
+            kinds: vec![FaultKind::Crash, FaultKind::Pause, FaultKind::Partition],
+            ..NemesisConfig::default()
+        });
+        let out = run(c, Script::default());
+        assert!(
+            out.stats.faults.keys().all(|k| *k != FaultKind::Clog),
+            "seed {seed}"
+        );
+        assert!(
+            out.stats
+                .faults
+                .get(&FaultKind::Crash)
+                .copied()
+                .unwrap_or(0)
+                > 0
+        );
+        // Replay the realised schedule: at most ⌊(5-1)/2⌋ = 2 nodes down at once.
+        let mut down = std::collections::BTreeSet::new();
+        for f in &out.realised_schedule {
+            match f.fault {
+                Fault::Crash { node } | Fault::Pause { node } => {
+                    down.insert(node);
+                }
+                Fault::Restart { node } | Fault::Resume { node } => {
+                    down.remove(&node);
+                }
+                _ => {}
+            }
+            assert!(down.len() <= 2, "seed {seed}: {down:?} down at {}", f.at);
+        }
+    }
+}

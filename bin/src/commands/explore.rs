@@ -57,6 +57,7 @@ pub fn explore(args: Args) -> anyhow::Result<Outcome> {
         stop_on_first: args.stop_on_first,
     };
     let total = scenarios::explore::seeds(&options).len() as u64;
+    tracing::debug!(total, jobs, shard = ?args.shard, bugs = ?args.bugs, "starting sweep");
     let file = args.file.display().to_string();
     let bugs = bug_args(&args.bugs);
     say!(
@@ -126,6 +127,11 @@ pub fn explore(args: Args) -> anyhow::Result<Outcome> {
     })
     .map_err(input_error)?;
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    tracing::debug!(
+        elapsed_secs = elapsed,
+        seeds = outcomes.len(),
+        "sweep finished"
+    );
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }

@@ -15,7 +15,16 @@ use crate::Outcome;
 
 /// Loads a scenario; its errors name file, line and column.
 pub fn load(file: &Path) -> anyhow::Result<Scenario> {
-    Scenario::load(file).map_err(anyhow::Error::from)
+    let scenario = Scenario::load(file).map_err(anyhow::Error::from)?;
+    tracing::debug!(
+        file = %file.display(),
+        protocol = scenario.protocol.name,
+        nodes = scenario.sim.node_count,
+        duration = %scenario.sim.duration,
+        checkers = ?scenario.checkers,
+        "loaded scenario"
+    );
+    Ok(scenario)
 }
 
 /// Checks `--bug` names against the scenario's protocol before anything runs.

@@ -41,6 +41,11 @@ pub fn shrink(args: Args) -> anyhow::Result<Outcome> {
     });
     std::fs::write(&output, &shrunk.toml)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
+    tracing::debug!(
+        runs = shrunk.runs,
+        explicit = shrunk.explicit_schedule,
+        "shrink finished"
+    );
     say!("violation kind: {}", shrunk.kind);
     say!("before: {}", shrunk.before);
     say!("after:  {}", shrunk.after);
