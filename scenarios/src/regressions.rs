@@ -129,7 +129,7 @@ mod tests {
             bugs: vec![],
             ..a.clone()
         };
-        assert_eq!(append(&scenario, &[a.clone()]).unwrap(), 1);
+        assert_eq!(append(&scenario, std::slice::from_ref(&a)).unwrap(), 1);
         assert_eq!(append(&scenario, &[a.clone(), b.clone()]).unwrap(), 1);
         assert_eq!(load(&scenario).unwrap(), vec![a, b]);
         std::fs::remove_dir_all(&dir).unwrap();

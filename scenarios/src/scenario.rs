@@ -429,6 +429,12 @@ impl Builder<'_> {
             config.timeout = timeout.get_ref().0;
         }
         config.max_operations = file.max_operations;
+        if let Some(retries) = &file.retries {
+            if *retries.get_ref() > 100 {
+                return self.error(retries.span(), "at most 100 retries are supported");
+            }
+            config.max_retries = *retries.get_ref();
+        }
         Ok(config)
     }
 

@@ -167,6 +167,7 @@ pub struct WorkloadFile {
     pub think: Option<Spanned<DurationRange>>,
     pub timeout: Option<Spanned<Duration>>,
     pub max_operations: Option<u64>,
+    pub retries: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -22,9 +22,9 @@ pub enum Latency {
     Constant { delay: SimDuration },
     /// Uniform in `[min, max]`.
     Uniform { min: SimDuration, max: SimDuration },
-    /// Uniform in `[min, max]`, except that with `tail_probability` the delay is drawn
-    /// log-uniformly from `[max, tail_max]` (a heavy tail: most slow messages are a
-    /// little slow, a few very slow).
+    /// Uniform in `[min, max]`, except that with `tail_probability` the delay is
+    /// `max + (tail_max - max)·u⁴` for `u` uniform in `[0, 1)` (a heavy tail: most slow
+    /// messages are a little slow, a few very slow).
     LongTail {
         min: SimDuration,
         max: SimDuration,
@@ -56,11 +56,14 @@ impl Latency {
                 tail_max,
             } => {
                 if tail_probability > 0.0 && rng.random_bool(tail_probability) {
-                    let low = (max.0.max(1)) as f64;
-                    let high = (tail_max.0.max(max.0).max(1)) as f64;
-                    let u: f64 = rng.random_range(0.0..=1.0);
-                    let delay = (low.ln() + u * (high.ln() - low.ln())).exp();
-                    SimDuration((delay as u64).clamp(max.0, tail_max.0.max(max.0)))
+                    // max + (tail_max - max)·u⁴: most slow messages are a little slow,
+                    // a few very slow. Only IEEE basic operations (exactly rounded on
+                    // every platform), never libm's `ln`/`exp`, so the same seed gives
+                    // the same delay on every machine.
+                    let span = tail_max.0.saturating_sub(max.0) as f64;
+                    let u: f64 = rng.random_range(0.0..1.0);
+                    let extra = (span * (u * u) * (u * u)) as u64;
+                    SimDuration(max.0 + extra.min(tail_max.0.saturating_sub(max.0)))
                 } else {
                     SimDuration(rng.random_range(min.0..=max.0))
                 }
@@ -513,6 +516,23 @@ mod tests {
             to: vec![NodeId(1)],
         };
         assert_eq!(shape.resolve(2, &mut rng), vec![(NodeId(0), NodeId(1))]);
+    }
+
+    #[test]
+    fn long_tail_stays_in_bounds_and_has_a_tail() {
+        let latency = Latency::LongTail {
+            min: SimDuration::from_millis(1),
+            max: SimDuration::from_millis(10),
+            tail_probability: 0.1,
+            tail_max: SimDuration::from_secs(1),
+        };
+        let mut rng = fork(9, "t", 0);
+        let samples: Vec<u64> = (0..20_000).map(|_| latency.sample(&mut rng).0).collect();
+        assert!(samples.iter().all(|&d| (1_000..=1_000_000).contains(&d)));
+        let slow = samples.iter().filter(|&&d| d > 10_000).count();
+        let very_slow = samples.iter().filter(|&&d| d > 500_000).count();
+        assert!((1_600..2_400).contains(&slow), "about 10% in the tail: {slow}");
+        assert!(very_slow > 0 && very_slow < slow / 4, "a few very slow: {very_slow}");
     }
 
     #[test]

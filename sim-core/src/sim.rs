@@ -175,9 +175,12 @@ struct NodeSlot<P: Process> {
     deferred_timers: Vec<(TimerId, P::Timer)>,
 }
 
-struct ClientState {
+struct ClientState<P: Process> {
     /// The operation in flight, if any.
     current: Option<OpId>,
+    /// A request to retry on another node after a `fail` or `info`: the request, the
+    /// node it last went to, and how many times it has been retried.
+    retry: Option<(P::Op, NodeId, u32)>,
 }
 
 type Factory<P> = Box<dyn FnMut(NodeId) -> P>;
@@ -196,7 +199,7 @@ pub struct Simulation<P: Process> {
     client_rng: SimRng,
     nemesis_kinds: Vec<FaultKind>,
     workload: Option<Box<dyn Workload<P>>>,
-    clients: Vec<ClientState>,
+    clients: Vec<ClientState<P>>,
     history: History<P>,
     observations: Vec<Observed<P>>,
     effects: Vec<Effect<P>>,
@@ -259,7 +262,7 @@ impl<P: Process> Simulation<P> {
         let quiet_from = SimTime(end.0 - config.quiet_period.0);
         let clients = match (&config.clients, &workload) {
             (Some(c), Some(_)) => (0..c.clients)
-                .map(|_| ClientState { current: None })
+                .map(|_| ClientState { current: None, retry: None })
                 .collect(),
             _ => Vec::new(),
         };
@@ -849,11 +852,22 @@ impl<P: Process> Simulation<P> {
         let Some(workload) = self.workload.as_mut() else {
             return;
         };
-        let request = workload.next_request(client, &mut self.client_rng);
-        let node = NodeId(
-            self.client_rng
-                .random_range(0..self.config.node_count as u32),
-        );
+        let n = self.config.node_count as u32;
+        let (request, node) = match self.clients[client.0 as usize].retry.clone() {
+            // A retry goes to another node, as a new operation.
+            Some((request, last, _)) if n > 1 => {
+                let mut node = NodeId(self.client_rng.random_range(0..n - 1));
+                if node >= last {
+                    node = NodeId(node.0 + 1);
+                }
+                (request, node)
+            }
+            Some((request, last, _)) => (request, last),
+            None => {
+                let request = workload.next_request(client, &mut self.client_rng);
+                (request, NodeId(self.client_rng.random_range(0..n)))
+            }
+        };
         let op = OpId(self.history.len() as u64 + 1);
         self.stats.operations_invoked += 1;
         self.trace.record::<P>(
@@ -911,10 +925,18 @@ impl<P: Process> Simulation<P> {
                 completion: &completion,
             },
         );
+        let succeeded = matches!(completion, Completion::Ok(_));
+        let request = operation.request.clone();
         operation.completion = Some((now, completion));
+        let max_retries = self.config.clients.as_ref().map_or(0, |c| c.max_retries);
         let state = &mut self.clients[client.0 as usize];
         if state.current == Some(op) {
             state.current = None;
+            let attempts = match &state.retry {
+                Some((_, _, attempts)) => attempts + 1,
+                None => 1,
+            };
+            state.retry = (!succeeded && attempts <= max_retries).then_some((request, node, attempts));
             let think = self.think_time();
             self.push(now + think, Event::ClientInvoke { client });
         }

@@ -4,6 +4,8 @@
 //! Clients are closed-loop, as in Jepsen: each has at most one operation outstanding.
 //! A client picks a node at random, invokes, and waits for the completion or its timeout
 //! (an `info`: the outcome is unknown); after a think time it invokes the next operation.
+//! A request that failed or timed out is retried on another node, as a new operation, up
+//! to `max_retries` times; then the client moves on to a new request.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +26,8 @@ pub struct ClientConfig {
     pub timeout: SimDuration,
     /// Stop invoking after this many operations in total (unbounded if `None`).
     pub max_operations: Option<u64>,
+    /// How many times a failed or timed-out request is retried on another node.
+    pub max_retries: u32,
 }
 
 impl Default for ClientConfig {
@@ -34,6 +38,7 @@ impl Default for ClientConfig {
             think_max: SimDuration::from_millis(100),
             timeout: SimDuration::from_secs(1),
             max_operations: None,
+            max_retries: 2,
         }
     }
 }

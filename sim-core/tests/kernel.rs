@@ -69,7 +69,7 @@ impl Process for Probe {
         ctx.observe(Obs::Fired { label, local_now });
     }
     fn on_client(&mut self, ctx: &mut Ctx<'_, Self>, op: OpId, value: u64) {
-        if self.script.reply_to_even && value % 2 == 0 {
+        if self.script.reply_to_even && value.is_multiple_of(2) {
             ctx.reply_ok(op, value * 10);
         }
     }
@@ -333,6 +333,7 @@ fn client_operations_complete_ok_fail_or_info() {
         think_max: SimDuration::from_millis(1),
         timeout: SimDuration::from_millis(100),
         max_operations: Some(40),
+        max_retries: 0,
     });
     c.schedule = vec![at(500, Fault::Crash { node: NodeId(1) })];
     let script = Script {
@@ -476,5 +477,43 @@ fn the_nemesis_injects_only_active_kinds_and_never_downs_a_majority() {
             }
             assert!(down.len() <= 2, "seed {seed}: {down:?} down at {}", f.at);
         }
+    }
+}
+
+#[test]
+fn a_failed_request_is_retried_on_other_nodes_as_new_operations() {
+    let mut c = config(3);
+    c.duration = SimDuration::from_secs(10);
+    c.clients = Some(ClientConfig {
+        clients: 1,
+        think_min: SimDuration::from_millis(1),
+        think_max: SimDuration::from_millis(1),
+        timeout: SimDuration::from_millis(50),
+        max_operations: Some(30),
+        max_retries: 2,
+    });
+    let script = Script {
+        reply_to_even: true,
+        ..Script::default()
+    };
+    // Requests alternate 2, 3, 4, 5... : odd ones are never answered.
+    let out = run_with_clients(c, script, Some((2..100).collect()));
+    let ops = &out.history.operations;
+    assert_eq!(ops.len(), 30);
+    let mut i = 0;
+    while i < ops.len() {
+        let request = ops[i].request;
+        let attempts = ops[i..].iter().take_while(|o| o.request == request).count();
+        if request.is_multiple_of(2) {
+            assert_eq!(attempts, 1, "an answered request is not retried");
+            assert!(ops[i].is_ok());
+        } else {
+            assert!(attempts == 3 || i + attempts == ops.len(), "1 try + 2 retries: {attempts}");
+            for pair in ops[i..i + attempts].windows(2) {
+                assert_ne!(pair[0].node, pair[1].node, "a retry goes to another node");
+                assert_ne!(pair[0].id, pair[1].id, "as a new operation");
+            }
+        }
+        i += attempts;
     }
 }

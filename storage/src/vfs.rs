@@ -18,6 +18,8 @@
 //! - A file handle refers to the file, not its name: it stays valid across a rename of the
 //!   file and after the name is removed (until the handle is dropped).
 
+pub mod real;
+
 use std::fmt;
 use std::sync::Arc;
 

@@ -71,3 +71,25 @@ fn broadcast_no_dedup_transcript_shows_the_violation() {
     assert!(text.contains("violation: [duplicate_delivery]"), "{text}");
     insta::assert_snapshot!(text);
 }
+
+/// The opening of every canonical scenario at seed 1 (the first 40 ms, then the verdict
+/// and hash of the whole run): a change in what a scenario does shows up here.
+#[test]
+fn canonical_scenario_openings() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/library");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("library")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    for path in files {
+        let scenario = Scenario::load(&path).expect("valid");
+        let filter = TraceFilter {
+            to: Some(sim_core::SimTime(40_000)),
+            ..TraceFilter::default()
+        };
+        let text = transcript(&scenario, 1, &[], &filter).expect("runs");
+        insta::assert_snapshot!(format!("opening-{}", scenario.name), text);
+    }
+}
