@@ -54,6 +54,8 @@ enum Command {
     Replay(commands::replay::Args),
     /// Shrink a failing seed to a smaller scenario that fails the same way.
     Shrink(commands::shrink::Args),
+    /// Check a saved client history (JSON Lines, docs/history.md) for linearizability.
+    CheckHistory(commands::check_history::Args),
     /// Validate a scenario file.
     Check {
         /// The scenario file (TOML).
@@ -100,6 +102,7 @@ fn main() -> ExitCode {
         Command::Explore(args) => commands::explore::explore(args),
         Command::Replay(args) => commands::replay::replay(args),
         Command::Shrink(args) => commands::shrink::shrink(args),
+        Command::CheckHistory(args) => commands::check_history::check_history(args),
         Command::Check { file } => commands::check(&file),
         Command::List { json } => {
             commands::list(json);

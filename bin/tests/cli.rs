@@ -461,3 +461,33 @@ fn shrink_output_is_smaller_and_fails_the_same_way() {
     assert_eq!(nothing.status.code(), Some(2));
     assert!(stderr(&nothing).contains("does not fail"));
 }
+
+#[test]
+fn a_key_value_run_saves_its_history_and_check_history_judges_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace = dir.path().join("run.jsonl");
+    let good = faultline(&["run", "scenarios/library/raft-isolate-leader.toml", "--seed", "2", "--trace", trace.to_str().unwrap()]);
+    assert_eq!(good.status.code(), Some(0), "{}", stdout(&good));
+    let history = dir.path().join("run.history.jsonl");
+    assert!(history.exists(), "{}", stdout(&good));
+    let check = faultline(&["check-history", history.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
+    assert!(stdout(&check).contains("verdict: linearizable"));
+
+    // A leader answering reads locally under a partition gives a stale read.
+    let bad_trace = dir.path().join("bad.jsonl");
+    let bad = faultline(&[
+        "run", "scenarios/library/raft-isolate-leader.toml", "--seed", "0",
+        "--bug", "raft.local_read_without_quorum", "--trace", bad_trace.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(1), "{}", stdout(&bad));
+    let bad_history = dir.path().join("bad.history.jsonl");
+    let check = faultline(&["check-history", bad_history.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(1), "{}", stdout(&check));
+
+    let garbage = dir.path().join("garbage.jsonl");
+    std::fs::write(&garbage, "{\"process\": 1, \"type\": \"ok\"}\nnot json\n").unwrap();
+    let check = faultline(&["check-history", garbage.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(2));
+    assert!(stderr(&check).contains("line 1"), "{}", stderr(&check));
+}

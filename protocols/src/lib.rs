@@ -7,3 +7,4 @@
 
 pub mod broadcast;
 pub mod common;
+pub mod raft;

@@ -11,6 +11,7 @@
 
 mod bindings;
 pub mod duration;
+pub mod engines;
 pub mod error;
 pub mod explore;
 pub mod registry;

@@ -16,6 +16,15 @@ pub struct CheckerInfo {
     pub properties: &'static str,
 }
 
+/// What kind of requests a protocol's clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkloadKind {
+    /// Values to broadcast.
+    Broadcast,
+    /// Key-value operations (get, put, compare-and-set, append), shaped by `keys`/`mix`.
+    KeyValue,
+}
+
 /// Everything the registry knows about one protocol.
 #[derive(Debug)]
 pub struct ProtocolEntry {
@@ -23,6 +32,9 @@ pub struct ProtocolEntry {
     pub description: &'static str,
     pub checkers: &'static [CheckerInfo],
     pub bug_flags: &'static [BugFlag],
+    pub workload: WorkloadKind,
+    /// Whether nodes keep key-value data in a storage engine (`[storage]`).
+    pub uses_engines: bool,
     /// Rejects cluster sizes the protocol cannot run with.
     pub check_node_count: fn(u32) -> Result<(), String>,
     /// Checks the `[settings]` table of a scenario's text against the protocol's schema.
@@ -32,7 +44,7 @@ pub struct ProtocolEntry {
 }
 
 /// Every protocol, by name.
-pub static PROTOCOLS: &[&ProtocolEntry] = &[&bindings::broadcast::ENTRY];
+pub static PROTOCOLS: &[&ProtocolEntry] = &[&bindings::broadcast::ENTRY, &bindings::raft::ENTRY];
 
 pub fn find(name: &str) -> Option<&'static ProtocolEntry> {
     PROTOCOLS.iter().copied().find(|p| p.name == name)

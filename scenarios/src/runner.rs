@@ -21,6 +21,9 @@ pub struct RunOptions {
     pub keep_trace_lines: bool,
     /// Write the trace as JSON Lines here.
     pub jsonl: Option<Box<dyn Write>>,
+    /// Keep the client history as JSON Lines (`docs/history.md`) in the report, for
+    /// protocols whose clients speak the key-value model.
+    pub keep_history: bool,
 }
 
 impl RunOptions {
@@ -59,6 +62,9 @@ pub struct RunReport {
     pub trace_lines: Vec<TraceLine>,
     pub hit_event_limit: bool,
     pub trace_error: Option<String>,
+    /// The client history as JSON Lines, if asked for and the protocol has one.
+    #[serde(skip)]
+    pub history_jsonl: Option<String>,
 }
 
 impl RunReport {
@@ -74,7 +80,9 @@ pub(crate) fn run_protocol<P: Process>(
     factory: impl FnMut(NodeId) -> P + 'static,
     workload: Box<dyn Workload<P>>,
     checkers: Vec<Box<dyn Checker<P>>>,
+    render_history: Option<fn(&sim_core::RunOutput<P>) -> String>,
 ) -> Result<RunReport, ScenarioError> {
+    let keep_history = options.keep_history;
     let config = scenario.sim_config(options.seed);
     let trace = TraceOptions {
         keep_lines: options.keep_trace_lines,
@@ -101,6 +109,9 @@ pub(crate) fn run_protocol<P: Process>(
             nodes: Vec::new(),
         });
     }
+    let history_jsonl = render_history
+        .filter(|_| keep_history)
+        .map(|render| render(&output));
     Ok(RunReport {
         scenario: scenario.name.clone(),
         protocol: scenario.protocol.name,
@@ -111,6 +122,7 @@ pub(crate) fn run_protocol<P: Process>(
         quiet_from: output.quiet_from,
         end_time: output.end_time,
         realised_schedule: output.realised_schedule,
+        history_jsonl,
         trace_lines: output.trace_lines,
         hit_event_limit: output.hit_event_limit,
         trace_error: output.trace_error,
@@ -163,6 +175,7 @@ pub fn transcript(
         bugs: bugs.iter().map(|b| b.to_string()).collect(),
         keep_trace_lines: true,
         jsonl: None,
+        keep_history: false,
     };
     let report = run(scenario, options)?;
     let mut out = String::new();

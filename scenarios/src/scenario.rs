@@ -5,14 +5,16 @@ use std::path::Path;
 
 use sim_core::disk::DiskConfig;
 use sim_core::fault::{Fault, FaultKind, NemesisConfig, PartitionShapeKind, ScheduledFault};
+use sim_core::kv_workload::KvMix;
 use sim_core::network::{Latency, LinkConfig, NetworkConfig, PartitionShape};
 use sim_core::workload::ClientConfig;
 use sim_core::{ClockConfig, NodeId, SimConfig, SimDuration, SimTime};
 use toml::Spanned;
 
 use crate::duration::Duration;
+use crate::engines;
 use crate::error::ScenarioError;
-use crate::registry::{self, ProtocolEntry};
+use crate::registry::{self, ProtocolEntry, WorkloadKind};
 use crate::schema::*;
 
 /// The most nodes a scenario may ask for.
@@ -36,6 +38,10 @@ pub struct Scenario {
     pub checkers: Vec<String>,
     /// Bug flags switched on by the file itself.
     pub bugs: Vec<String>,
+    /// The storage engine of each node (empty for protocols that keep no key-value data).
+    pub engines: Vec<&'static str>,
+    /// For key-value protocols: the number of keys and the operation mix.
+    pub kv_workload: Option<(u32, KvMix)>,
 }
 
 impl Scenario {
@@ -138,7 +144,9 @@ impl Builder<'_> {
         if let Some(disk) = raw.disk {
             sim.disk = self.disk(disk)?;
         }
-        sim.clients = Some(self.workload(raw.workload)?);
+        let kv_workload = self.kv_workload(protocol, raw.workload.as_ref())?;
+        sim.clients = Some(self.workload(raw.workload.map(Spanned::into_inner))?);
+        let engines = self.engines(protocol, raw.storage.as_ref(), n)?;
         if let Some(nemesis) = raw.nemesis {
             sim.nemesis = Some(self.nemesis(nemesis, n)?);
         }
@@ -205,6 +213,8 @@ impl Builder<'_> {
             sim,
             checkers,
             bugs,
+            engines,
+            kv_workload,
         };
         if let Err(message) = scenario.sim.validate() {
             return Err(ScenarioError::at(self.file, self.text, None, message));
@@ -403,6 +413,108 @@ impl Builder<'_> {
         Ok(disk)
     }
 
+    fn kv_workload(
+        &self,
+        protocol: &ProtocolEntry,
+        file: Option<&Spanned<WorkloadFile>>,
+    ) -> Result<Option<(u32, KvMix)>, ScenarioError> {
+        let (keys, mix) = match file {
+            Some(f) => (f.get_ref().keys.as_ref(), f.get_ref().mix.as_ref()),
+            None => (None, None),
+        };
+        if protocol.workload != WorkloadKind::KeyValue {
+            if let Some(span) = keys.map(|k| k.span()).or(mix.map(|m| m.span())) {
+                return self.error(
+                    span,
+                    format!(
+                        "`keys` and `mix` apply to key-value protocols, not {}",
+                        protocol.name
+                    ),
+                );
+            }
+            return Ok(None);
+        }
+        let key_count = match keys {
+            Some(k) if *k.get_ref() == 0 || *k.get_ref() > 100_000 => {
+                return self.error(
+                    k.span(),
+                    format!("{} keys is out of range; expected 1 to 100000", k.get_ref()),
+                );
+            }
+            Some(k) => *k.get_ref(),
+            None => 5,
+        };
+        let mix = match mix {
+            Some(m) => {
+                let f = m.get_ref();
+                let mix = KvMix {
+                    get: f.get,
+                    put: f.put,
+                    cas: f.cas,
+                    append: f.append,
+                };
+                if let Err(message) = mix.validate() {
+                    return self.error(m.span(), message);
+                }
+                mix
+            }
+            None => KvMix::default(),
+        };
+        Ok(Some((key_count, mix)))
+    }
+
+    fn engines(
+        &self,
+        protocol: &ProtocolEntry,
+        file: Option<&Spanned<StorageFile>>,
+        n: usize,
+    ) -> Result<Vec<&'static str>, ScenarioError> {
+        let Some(file) = file else {
+            return Ok(if protocol.uses_engines {
+                vec![engines::default_engine(); n]
+            } else {
+                Vec::new()
+            });
+        };
+        if !protocol.uses_engines {
+            return self.error(
+                file.span(),
+                format!(
+                    "protocol {} keeps no key-value data, so `[storage]` does not apply",
+                    protocol.name
+                ),
+            );
+        }
+        let lookup = |name: &Spanned<String>| -> Result<&'static str, ScenarioError> {
+            engines::find(name.get_ref())
+                .map(|e| e.name)
+                .ok_or_else(|| {
+                    ScenarioError::at(
+                        self.file,
+                        self.text,
+                        Some(name.span()),
+                        format!(
+                            "unknown storage engine `{}`; expected one of: {}",
+                            name.get_ref(),
+                            engines::names().join(", ")
+                        ),
+                    )
+                })
+        };
+        let f = file.get_ref();
+        match (&f.engine, &f.engines) {
+            (Some(one), None) => Ok(vec![lookup(one)?; n]),
+            (None, Some(list)) if !list.get_ref().is_empty() => {
+                let names = list.get_ref().iter().map(lookup).collect::<Result<Vec<_>, _>>()?;
+                Ok((0..n).map(|i| names[i % names.len()]).collect())
+            }
+            _ => self.error(
+                file.span(),
+                "`[storage]` needs exactly one of `engine = \"name\"` or a non-empty `engines = [...]`",
+            ),
+        }
+    }
+
     fn workload(&self, file: Option<WorkloadFile>) -> Result<ClientConfig, ScenarioError> {
         let mut config = ClientConfig::default();
         let Some(file) = file else {
@@ -485,6 +597,7 @@ impl Builder<'_> {
             for shape in shapes {
                 kinds.push(match shape {
                     ShapeName::Isolate => PartitionShapeKind::Isolate,
+                    ShapeName::IsolateLeader => PartitionShapeKind::IsolateLeader,
                     ShapeName::RandomHalves => PartitionShapeKind::RandomHalves,
                     ShapeName::MajoritiesRing => PartitionShapeKind::MajoritiesRing,
                     ShapeName::Bridge => PartitionShapeKind::Bridge,
@@ -577,12 +690,13 @@ impl Builder<'_> {
             FaultName::Unclog => Fault::Unclog,
             FaultName::Partition => {
                 let Some(shape) = entry.shape else {
-                    return fail("a partition needs `shape` (isolate, random_halves, majorities_ring, bridge, one_way or links)".into());
+                    return fail("a partition needs `shape` (isolate, isolate_leader, random_halves, majorities_ring, bridge, one_way or links)".into());
                 };
                 let shape = match shape {
                     ShapeName::Isolate => PartitionShape::Isolate {
                         node: node("isolate")?,
                     },
+                    ShapeName::IsolateLeader => PartitionShape::IsolateLeader,
                     ShapeName::RandomHalves => PartitionShape::RandomHalves,
                     ShapeName::MajoritiesRing => PartitionShape::MajoritiesRing,
                     ShapeName::Bridge => PartitionShape::Bridge,

@@ -70,7 +70,8 @@ pub struct ScenarioFile {
     pub network: Option<NetworkFile>,
     pub clock: Option<ClockFile>,
     pub disk: Option<DiskFile>,
-    pub workload: Option<WorkloadFile>,
+    pub storage: Option<Spanned<StorageFile>>,
+    pub workload: Option<Spanned<WorkloadFile>>,
     pub nemesis: Option<Spanned<NemesisFile>>,
     #[serde(default)]
     pub schedule: Vec<Spanned<ScheduleEntry>>,
@@ -168,6 +169,33 @@ pub struct WorkloadFile {
     pub timeout: Option<Spanned<Duration>>,
     pub max_operations: Option<u64>,
     pub retries: Option<Spanned<u32>>,
+    /// Key-value protocols: how many keys (`k0`, `k1`, ...).
+    pub keys: Option<Spanned<u32>>,
+    /// Key-value protocols: relative weights of the operations.
+    pub mix: Option<Spanned<MixFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixFile {
+    #[serde(default)]
+    pub get: f64,
+    #[serde(default)]
+    pub put: f64,
+    #[serde(default)]
+    pub cas: f64,
+    #[serde(default)]
+    pub append: f64,
+}
+
+/// Which storage engine each node keeps its key-value data in.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageFile {
+    /// One engine for every node.
+    pub engine: Option<Spanned<String>>,
+    /// Node `i` uses `engines[i % len]`.
+    pub engines: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -183,6 +211,7 @@ pub enum FaultKindName {
 #[serde(rename_all = "snake_case")]
 pub enum ShapeName {
     Isolate,
+    IsolateLeader,
     RandomHalves,
     MajoritiesRing,
     Bridge,

@@ -397,6 +397,7 @@ fn schedule_entry(s: &ScheduledFault) -> toml::Table {
                 PartitionShape::Isolate { node: n } => {
                     vec![("shape", "isolate".into()), ("node", node(*n))]
                 }
+                PartitionShape::IsolateLeader => vec![("shape", "isolate_leader".into())],
                 PartitionShape::RandomHalves => vec![("shape", "random_halves".into())],
                 PartitionShape::MajoritiesRing => vec![("shape", "majorities_ring".into())],
                 PartitionShape::Bridge => vec![("shape", "bridge".into())],

@@ -77,6 +77,7 @@ impl Fault {
                     links.iter().try_for_each(|(a, b)| check(a).and(check(b)))
                 }
                 PartitionShape::RandomHalves
+                | PartitionShape::IsolateLeader
                 | PartitionShape::MajoritiesRing
                 | PartitionShape::Bridge => Ok(()),
             },
@@ -146,6 +147,7 @@ pub struct NemesisConfig {
 #[serde(rename_all = "snake_case")]
 pub enum PartitionShapeKind {
     Isolate,
+    IsolateLeader,
     RandomHalves,
     MajoritiesRing,
     Bridge,
@@ -242,6 +244,7 @@ pub(crate) fn pick_partition(
         PartitionShapeKind::Isolate => PartitionShape::Isolate {
             node: random_node(rng),
         },
+        PartitionShapeKind::IsolateLeader => PartitionShape::IsolateLeader,
         PartitionShapeKind::RandomHalves => PartitionShape::RandomHalves,
         PartitionShapeKind::MajoritiesRing => PartitionShape::MajoritiesRing,
         PartitionShapeKind::Bridge => PartitionShape::Bridge,

@@ -17,6 +17,8 @@ pub mod disk;
 pub mod fault;
 pub mod history;
 pub mod ids;
+pub mod kv_workload;
+pub mod linearizability;
 pub mod network;
 pub mod process;
 pub mod rng;

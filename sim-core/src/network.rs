@@ -363,6 +363,9 @@ impl Network {
 pub enum PartitionShape {
     /// Cut every link to and from one node.
     Isolate { node: NodeId },
+    /// Cut every link to and from the node that believes it leads when the fault fires
+    /// (the lowest-numbered one if several do; a random node if none does).
+    IsolateLeader,
     /// Split the nodes into two random halves (sizes ⌊n/2⌋ and ⌈n/2⌉) that cannot talk.
     RandomHalves,
     /// Each node can reach only the ⌊n/2⌋ nodes on either side of it on a ring, so each
@@ -394,6 +397,13 @@ impl PartitionShape {
             PartitionShape::Isolate { node } => {
                 let others: Vec<NodeId> = all.iter().copied().filter(|m| m != node).collect();
                 cut_between(&mut cut, &[*node], &others);
+            }
+            // The kernel resolves the leader first (see `Simulation`); without one, a
+            // random node stands in.
+            PartitionShape::IsolateLeader => {
+                let node = NodeId(rng.random_range(0..n as u32));
+                let others: Vec<NodeId> = all.iter().copied().filter(|m| *m != node).collect();
+                cut_between(&mut cut, &[node], &others);
             }
             PartitionShape::RandomHalves => {
                 let order = shuffled(&all, rng);
@@ -438,6 +448,7 @@ impl PartitionShape {
     pub fn name(&self) -> &'static str {
         match self {
             PartitionShape::Isolate { .. } => "isolate",
+            PartitionShape::IsolateLeader => "isolate_leader",
             PartitionShape::RandomHalves => "random_halves",
             PartitionShape::MajoritiesRing => "majorities_ring",
             PartitionShape::Bridge => "bridge",
@@ -531,8 +542,14 @@ mod tests {
         assert!(samples.iter().all(|&d| (1_000..=1_000_000).contains(&d)));
         let slow = samples.iter().filter(|&&d| d > 10_000).count();
         let very_slow = samples.iter().filter(|&&d| d > 500_000).count();
-        assert!((1_600..2_400).contains(&slow), "about 10% in the tail: {slow}");
-        assert!(very_slow > 0 && very_slow < slow / 4, "a few very slow: {very_slow}");
+        assert!(
+            (1_600..2_400).contains(&slow),
+            "about 10% in the tail: {slow}"
+        );
+        assert!(
+            very_slow > 0 && very_slow < slow / 4,
+            "a few very slow: {very_slow}"
+        );
     }
 
     #[test]

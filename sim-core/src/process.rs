@@ -47,6 +47,12 @@ pub trait Process: Sized + 'static {
     /// A client invoked an operation on this node; answer it later with
     /// [`Ctx::reply_ok`] or [`Ctx::reply_fail`] (at most once).
     fn on_client(&mut self, ctx: &mut Ctx<'_, Self>, op: OpId, request: Self::Op);
+
+    /// Whether this node currently believes it leads (for faults aimed at the leader,
+    /// such as the `isolate_leader` partition). Protocols without leaders keep the default.
+    fn is_leader(&self) -> bool {
+        false
+    }
 }
 
 /// How a client operation ended, in the Jepsen vocabulary.

@@ -262,7 +262,10 @@ impl<P: Process> Simulation<P> {
         let quiet_from = SimTime(end.0 - config.quiet_period.0);
         let clients = match (&config.clients, &workload) {
             (Some(c), Some(_)) => (0..c.clients)
-                .map(|_| ClientState { current: None, retry: None })
+                .map(|_| ClientState {
+                    current: None,
+                    retry: None,
+                })
                 .collect(),
             _ => Vec::new(),
         };
@@ -658,6 +661,13 @@ impl<P: Process> Simulation<P> {
                 paused
             }
             Fault::Partition { shape } => {
+                let shape = match shape {
+                    PartitionShape::IsolateLeader => match self.leader() {
+                        Some(node) => PartitionShape::Isolate { node },
+                        None => PartitionShape::IsolateLeader,
+                    },
+                    other => other.clone(),
+                };
                 let links = shape.resolve(self.config.node_count, &mut self.nemesis_rng);
                 self.network.block(&links);
                 realised = Fault::Partition {
@@ -719,6 +729,17 @@ impl<P: Process> Simulation<P> {
                 fault: realised,
             });
         }
+    }
+
+    /// The lowest-numbered up node that believes it leads.
+    fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .find(|(_, slot)| {
+                slot.status == NodeStatus::Up && slot.process.as_ref().is_some_and(P::is_leader)
+            })
+            .map(|(i, _)| NodeId(i as u32))
     }
 
     fn resume_node(&mut self, node: NodeId) {
@@ -936,7 +957,8 @@ impl<P: Process> Simulation<P> {
                 Some((_, _, attempts)) => attempts + 1,
                 None => 1,
             };
-            state.retry = (!succeeded && attempts <= max_retries).then_some((request, node, attempts));
+            state.retry =
+                (!succeeded && attempts <= max_retries).then_some((request, node, attempts));
             let think = self.think_time();
             self.push(now + think, Event::ClientInvoke { client });
         }

@@ -508,7 +508,10 @@ fn a_failed_request_is_retried_on_other_nodes_as_new_operations() {
             assert_eq!(attempts, 1, "an answered request is not retried");
             assert!(ops[i].is_ok());
         } else {
-            assert!(attempts == 3 || i + attempts == ops.len(), "1 try + 2 retries: {attempts}");
+            assert!(
+                attempts == 3 || i + attempts == ops.len(),
+                "1 try + 2 retries: {attempts}"
+            );
             for pair in ops[i..i + attempts].windows(2) {
                 assert_ne!(pair[0].node, pair[1].node, "a retry goes to another node");
                 assert_ne!(pair[0].id, pair[1].id, "as a new operation");

@@ -5,5 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bitcask;
+pub mod btree;
+pub mod kv;
 pub mod vfs;
 pub mod wal;

@@ -150,6 +150,24 @@ pub fn join(dir: &str, name: &str) -> String {
     }
 }
 
+/// Creates `dir` and any missing parents, and makes every component's directory entry
+/// durable by syncing its parent directory (`a/b/c`: syncs `""`, `a` and `a/b`).
+/// `create_dir_all` alone leaves new directories — and every file later written in them,
+/// however well synced — to vanish in a crash.
+pub fn create_dir_all_durable(vfs: &dyn Vfs, dir: &str) -> VfsResult<()> {
+    validate_path(dir)?;
+    vfs.create_dir_all(dir)?;
+    if dir.is_empty() {
+        return Ok(());
+    }
+    let mut parent = String::new();
+    for component in dir.split('/') {
+        vfs.sync_dir(&parent)?;
+        parent = join(&parent, component);
+    }
+    Ok(())
+}
+
 /// Checks that `path` is a valid relative path (see the module docs).
 pub fn validate_path(path: &str) -> VfsResult<()> {
     let invalid = |reason| {

@@ -1006,3 +1006,58 @@ fn a_misdirected_write_is_detected() {
         assert_eq!(r.payload, payload(r.seq, 20), "never a wrong record");
     }
 }
+
+/// Regression (found by `wal_crash`): a segment creation that fails (here its header
+/// sync) removed the half-created file without syncing the directory. A crash could then
+/// keep the creation and lose the removal, bringing back an empty `000002.wal` *after*
+/// records had been written to segment 1 (which `truncate_after` made active again
+/// below the cap). Recovery saw segment 1 as not the last one, so its torn (unsynced)
+/// tail was reported as `Corruption` instead of being truncated. The failed creation
+/// must be undone durably.
+#[test]
+fn a_failed_segment_creation_does_not_come_back_after_a_crash() {
+    for seed in 0..64 {
+        // Every unsynced sector is torn, so the unsynced record always leaves a torn
+        // tail; each unsynced directory operation survives with probability 1/2.
+        let env = SimEnv::new(
+            DiskConfig {
+                sector_size: 16,
+                crash_keep_probability: 0.0,
+                crash_torn_probability: 1.0,
+                crash_keep_dir_op_probability: 0.5,
+                ..DiskConfig::default()
+            },
+            seed,
+        );
+        let vfs = env.vfs();
+        let options = WalOptions {
+            max_segment_bytes: 128,
+            sync_policy: SyncPolicy::Never,
+            ..WalOptions::default()
+        };
+        let mut wal = open(&vfs, &options);
+        append_n(&mut wal, 1, 2); // 48 + 2 × 52 bytes: over the cap
+        wal.sync().unwrap();
+        // The rotation's header sync fails: the append fails, nothing is lost.
+        env.disk.inject(DiskFault::FsyncFail {
+            path_prefix: seg(2),
+        });
+        assert!(matches!(
+            wal.append(b"x"),
+            Err(WalError::Vfs(VfsError::Io { .. }))
+        ));
+        assert!(!wal.is_poisoned());
+        assert_eq!(wal.segment_numbers(), vec![1]);
+        // Segment 1 is active again, below the cap; an unsynced record goes to it.
+        wal.truncate_after(1).unwrap();
+        assert_eq!(wal.append(&payload(2, 20)).unwrap(), 2);
+        drop(wal);
+        env.crash();
+        let wal = Wal::open(vfs.clone(), DIR, options.clone())
+            .unwrap_or_else(|e| panic!("seed {seed}: recovery failed: {e}"));
+        assert_eq!(seqs(&wal.replay(0).unwrap()), vec![1], "seed {seed}");
+        let torn = wal.recovery().torn_tail.expect("a torn tail");
+        assert_eq!((torn.segment, torn.offset), (1, SEGMENT_HEADER + 52));
+        assert!(!vfs.exists(&seg(2)).unwrap(), "seed {seed}");
+    }
+}

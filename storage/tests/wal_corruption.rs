@@ -240,7 +240,7 @@ fn check_adversarial(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(common::proptest_cases(2000)))]
 
     #[test]
     fn a_faulty_disk_never_yields_a_wrong_record(

@@ -14,6 +14,9 @@
 //! The same model runs on a `SimDisk` (crashes lose, keep and tear unsynced sectors and
 //! drop unsynced directory operations) and on the real file system (where a "crash" is a
 //! process restart).
+//!
+//! Case counts are CI's defaults; `PROPTEST_CASES` overrides them for long hunts (see
+//! `docs/storage/wal.md`).
 
 mod common;
 
@@ -21,7 +24,7 @@ use common::{Env, RealEnv, SimEnv, payload};
 use proptest::prelude::*;
 use sim_core::disk::{DiskConfig, DiskFault};
 use storage::vfs::VfsHandle;
-use storage::wal::{Record, RecordKind, SyncPolicy, Wal, WalError, WalOptions};
+use storage::wal::{Record, RecordKind, RecoveryMode, SyncPolicy, Wal, WalError, WalOptions};
 
 const DIR: &str = "wal";
 
@@ -87,6 +90,79 @@ fn disk_config() -> impl Strategy<Value = DiskConfig> {
         Just((0.8, 0.1)),
     ];
     let dir_keep = prop_oneof![Just(0.0), Just(0.5), Just(1.0)];
+    (sector, crash, dir_keep).prop_map(|(sector_size, (keep, torn), dir)| DiskConfig {
+        sector_size,
+        crash_keep_probability: keep,
+        crash_torn_probability: torn,
+        crash_keep_dir_op_probability: dir,
+        ..DiskConfig::default()
+    })
+}
+
+/// A wider mix for the second property: more crashes and fsync failures, longer runs.
+fn op_wide() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        10 => (0usize..150).prop_map(Op::Append),
+        3 => (1u8..6).prop_map(Op::AppendMany),
+        4 => (1u8..6).prop_map(Op::Batch),
+        3 => Just(Op::Sync),
+        1 => Just(Op::Checkpoint),
+        1 => any::<u8>().prop_map(Op::Truncate),
+        2 => (any::<u8>(), prop::bool::weighted(0.2)).prop_map(|(f, b)| Op::TruncateAfter(f, b)),
+        3 => Just(Op::Crash),
+        1 => Just(Op::Reopen),
+        3 => Just(Op::FsyncFail),
+    ]
+}
+
+/// Both recovery modes (a crash alone is never corruption, so skip mode must recover
+/// exactly what strict mode does), a constant nonce (stale bytes of a reused segment
+/// number then carry the same salt), and one more segment size.
+fn options_wide() -> impl Strategy<Value = WalOptions> {
+    let mode = prop_oneof![
+        Just(RecoveryMode::Strict),
+        Just(RecoveryMode::SkipCorrupted)
+    ];
+    let nonce = prop_oneof![Just(0u64), any::<u64>()];
+    let segment = prop_oneof![
+        Just(128u64),
+        Just(200),
+        Just(300),
+        Just(1024),
+        Just(1 << 20)
+    ];
+    (options(), segment, nonce, mode).prop_map(|(o, max_segment_bytes, nonce, recovery)| {
+        WalOptions {
+            max_segment_bytes,
+            nonce,
+            recovery,
+            ..o
+        }
+    })
+}
+
+/// More sector sizes (16 B to 8 KiB, sub-block tearing above 512) and crash mixes.
+fn disk_config_wide() -> impl Strategy<Value = DiskConfig> {
+    let sector = prop_oneof![
+        Just(16usize),
+        Just(32),
+        Just(64),
+        Just(512),
+        Just(1024),
+        Just(4096),
+        Just(8192)
+    ];
+    let crash = prop_oneof![
+        Just((1.0 / 3.0, 1.0 / 3.0)),
+        Just((0.0, 0.0)),
+        Just((0.0, 1.0)),
+        Just((0.8, 0.1)),
+        Just((0.5, 0.5)),
+        Just((1.0, 0.0)),
+        Just((0.0, 0.5)),
+        Just((0.9, 0.0)),
+    ];
+    let dir_keep = prop_oneof![Just(0.0), Just(0.5), Just(0.9), Just(1.0)];
     (sector, crash, dir_keep).prop_map(|(sector_size, (keep, torn), dir)| DiskConfig {
         sector_size,
         crash_keep_probability: keep,
@@ -383,7 +459,7 @@ fn run(env: &dyn Env, options: &WalOptions, ops: &[Op]) -> Result<(), TestCaseEr
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(5000))]
+    #![proptest_config(ProptestConfig::with_cases(common::proptest_cases(5000)))]
 
     #[test]
     fn wal_survives_crashes_on_simdisk(
@@ -398,7 +474,22 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(common::proptest_cases(2000)))]
+
+    #[test]
+    fn wal_survives_crashes_and_fsync_failures_on_simdisk_wide(
+        config in disk_config_wide(),
+        seed in any::<u64>(),
+        options in options_wide(),
+        ops in prop::collection::vec(op_wide(), 1..150),
+    ) {
+        let env = SimEnv::new(config, seed);
+        run(&env, &options, &ops)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(common::proptest_cases(64)))]
 
     #[test]
     fn wal_survives_restarts_on_the_real_file_system(
@@ -407,5 +498,48 @@ proptest! {
     ) {
         let env = RealEnv::new();
         run(&env, &options, &ops)?;
+    }
+}
+
+/// The exact inputs of a failure the crash test found (also in
+/// `wal_crash.proptest-regressions`), replayed deterministically: a segment creation
+/// whose header sync failed was removed without a directory sync, a crash brought the
+/// empty `000002.wal` back after `truncate_after` had made segment 1 active again, and
+/// strict recovery called segment 1's torn tail corruption. See
+/// `a_failed_segment_creation_does_not_come_back_after_a_crash` in `wal.rs`.
+#[test]
+fn regression_failed_segment_creation_resurrected_by_a_crash() {
+    let config = DiskConfig {
+        sector_size: 16,
+        crash_keep_probability: 1.0 / 3.0,
+        crash_torn_probability: 1.0 / 3.0,
+        crash_keep_dir_op_probability: 0.5,
+        ..DiskConfig::default()
+    };
+    let options = WalOptions {
+        max_segment_bytes: 300,
+        sync_policy: SyncPolicy::EveryN {
+            records: 3,
+            bytes: 0,
+        },
+        nonce: 0,
+        ..WalOptions::default()
+    };
+    let ops = [
+        Op::Append(0),
+        Op::Batch(3),
+        Op::Append(28),
+        Op::Crash,
+        Op::Append(0),
+        Op::Batch(1),
+        Op::FsyncFail,
+        Op::Append(0),
+        Op::TruncateAfter(0, false),
+        Op::Append(0),
+        Op::Crash,
+    ];
+    let env = SimEnv::new(config, 14303039136236078006);
+    if let Err(e) = run(&env, &options, &ops) {
+        panic!("{e}");
     }
 }

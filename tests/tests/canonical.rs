@@ -49,49 +49,77 @@ fn canonical_scenarios_pass_every_checker() {
     }
 }
 
-/// Each flag, the scenario that finds it, and the violation kind it must produce.
-const FLAGS: &[(&str, &str, &str)] = &[
-    (
-        "broadcast.no_retransmit",
-        "broadcast-lossy-partitions.toml",
-        "missing_delivery",
-    ),
-    (
-        "broadcast.no_dedup",
-        "broadcast-lossy-partitions.toml",
-        "duplicate_delivery",
-    ),
-    (
-        "broadcast.no_relay",
-        "broadcast-lossy-partitions.toml",
-        "missing_delivery",
-    ),
-];
-
+/// Every recorded regression in the library still behaves as recorded: a seed recorded
+/// without bug flags passes (the defect it found stays fixed); a seed recorded with bug
+/// flags still fails with the recorded kind (the simulator still finds the defect).
 #[test]
-fn every_bug_flag_is_found_within_a_few_seeds() {
-    for protocol in scenarios::registry::PROTOCOLS {
-        for flag in protocol.bug_flags {
-            assert!(
-                FLAGS.iter().any(|(name, _, _)| name == &flag.name),
-                "bug flag {} has no detection test",
-                flag.name
-            );
-        }
-    }
-    for &(flag, file, kind) in FLAGS {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../scenarios/library")
-            .join(file);
+fn recorded_regressions_still_behave_as_recorded() {
+    for path in library() {
         let scenario = Scenario::load(&path).expect("valid");
-        let found = (0..30).find(|&seed| {
+        for r in scenarios::regressions::load(&path).expect("regression file parses") {
             let options = RunOptions {
-                bugs: vec![flag.to_string()],
-                ..RunOptions::seed(seed)
+                bugs: r.bugs.clone(),
+                ..RunOptions::seed(r.seed)
             };
             let report = scenarios::run(&scenario, options).expect("runs");
-            report.violations.iter().any(|v| v.kind == kind)
-        });
-        assert!(found.is_some(), "{flag} not found by {file} in 30 seeds");
+            if r.bugs.is_empty() {
+                assert!(
+                    report.passed(),
+                    "{} seed {}: {:?}",
+                    path.display(),
+                    r.seed,
+                    report.violations
+                );
+            } else {
+                assert!(
+                    report.violations.iter().any(|v| v.kind == r.kind),
+                    "{} seed {} with {:?} no longer fails with {}: {:?}",
+                    path.display(),
+                    r.seed,
+                    r.bugs,
+                    r.kind,
+                    report
+                        .violations
+                        .iter()
+                        .map(|v| &v.kind)
+                        .collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+}
+
+/// Every bug flag of every protocol has a recorded seed on a canonical scenario that
+/// finds it (found with `faultline explore --bug`), and that seed passes without the flag.
+#[test]
+fn every_bug_flag_is_found_by_a_canonical_scenario() {
+    let mut recorded: Vec<(PathBuf, scenarios::regressions::Regression)> = Vec::new();
+    for path in library() {
+        for r in scenarios::regressions::load(&path).expect("regression file parses") {
+            recorded.push((path.clone(), r));
+        }
+    }
+    for protocol in scenarios::registry::PROTOCOLS {
+        for flag in protocol.bug_flags {
+            let detection = recorded
+                .iter()
+                .find(|(_, r)| r.bugs.len() == 1 && r.bugs[0] == flag.name);
+            let Some((path, r)) = detection else {
+                panic!(
+                    "bug flag {} has no recorded detecting seed in scenarios/library",
+                    flag.name
+                );
+            };
+            let scenario = Scenario::load(path).expect("valid");
+            let clean = scenarios::run(&scenario, RunOptions::seed(r.seed)).expect("runs");
+            assert!(
+                clean.passed(),
+                "{} seed {} fails even without {}: {:?}",
+                path.display(),
+                r.seed,
+                flag.name,
+                clean.violations
+            );
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! One module per command, and what they share.
 
+pub mod check_history;
 pub mod explore;
 pub mod replay;
 pub mod run;

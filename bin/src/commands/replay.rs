@@ -60,6 +60,7 @@ pub fn replay(args: Args) -> anyhow::Result<Outcome> {
         bugs: args.bugs.clone(),
         keep_trace_lines: true,
         jsonl,
+        keep_history: args.trace.is_some(),
     };
     let report = scenarios::run(&scenario, options).map_err(input_error)?;
     let filter = TraceFilter {
@@ -150,6 +151,9 @@ pub fn replay(args: Args) -> anyhow::Result<Outcome> {
     }
     if let Some(e) = &report.trace_error {
         anyhow::bail!("writing the trace failed: {e}");
+    }
+    if let Some(path) = &args.trace {
+        super::run::write_history(path, &report)?;
     }
     let hash = format_hash(report.trace_hash);
     let recorded = regressions::load(&args.file).map_err(input_error)?;

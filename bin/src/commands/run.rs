@@ -38,6 +38,7 @@ pub fn run(
         bugs: bugs.clone(),
         keep_trace_lines: print_trace,
         jsonl,
+        keep_history: trace.is_some(),
     };
     let report = scenarios::run(&scenario, options).map_err(input_error)?;
     if print_trace {
@@ -51,6 +52,7 @@ pub fn run(
     }
     if let Some(path) = &trace {
         say!("trace: {}", path.display());
+        write_history(path, &report)?;
     }
     let mut outcome = if report.passed() {
         say!("result: ok (checked: {})", scenario.checkers.join(", "));
@@ -201,4 +203,22 @@ fn print_summary(scenario: &Scenario, report: &RunReport) {
         s.trace_events,
         s.timers_fired
     );
+}
+
+/// Writes the client history beside the trace: `OUT.jsonl` → `OUT.history.jsonl`.
+pub fn write_history(trace: &Path, report: &RunReport) -> anyhow::Result<()> {
+    let Some(history) = &report.history_jsonl else {
+        return Ok(());
+    };
+    let stem = trace
+        .file_stem()
+        .map_or_else(|| "trace".into(), |s| s.to_string_lossy().into_owned());
+    let path = trace.with_file_name(format!("{stem}.history.jsonl"));
+    std::fs::write(&path, history).with_context(|| format!("cannot write {}", path.display()))?;
+    say!(
+        "history: {} (check it with: faultline check-history {})",
+        path.display(),
+        path.display()
+    );
+    Ok(())
 }

@@ -8,7 +8,7 @@ use sim_core::{Checker, ClientId};
 
 use crate::duration::Duration;
 use crate::error::ScenarioError;
-use crate::registry::{CheckerInfo, ProtocolEntry};
+use crate::registry::{CheckerInfo, ProtocolEntry, WorkloadKind};
 use crate::runner::{RunOptions, RunReport, run_protocol};
 use crate::scenario::Scenario;
 
@@ -20,6 +20,8 @@ pub static ENTRY: ProtocolEntry = ProtocolEntry {
         properties: "no duplication, no creation, agreement, validity",
     }],
     bug_flags: BUG_FLAGS,
+    workload: WorkloadKind::Broadcast,
+    uses_engines: false,
     check_node_count: |n| {
         if n >= 2 {
             Ok(())
@@ -63,5 +65,12 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
         value: rng.random_range(0..1_000_000),
     };
     let checkers: Vec<Box<dyn Checker<broadcast::Node>>> = vec![Box::new(checker::DeliveryChecker)];
-    run_protocol(scenario, options, factory, Box::new(workload), checkers)
+    run_protocol(
+        scenario,
+        options,
+        factory,
+        Box::new(workload),
+        checkers,
+        None,
+    )
 }

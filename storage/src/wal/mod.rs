@@ -544,7 +544,8 @@ impl Wal {
             }
             None => {
                 let number = max_number + 1;
-                let (file, info) = create_segment(&vfs, dir, &options, number, next_seq)?;
+                let (file, info) = create_segment(&vfs, dir, &options, number, next_seq)
+                    .map_err(|failed| failed.error)?;
                 segments.push(info);
                 file
             }
@@ -849,7 +850,18 @@ impl Wal {
         self.sync_active()?;
         let number = self.active_info().number + 1;
         let (file, info) =
-            create_segment(&self.vfs, &self.dir, &self.options, number, self.next_seq)?;
+            match create_segment(&self.vfs, &self.dir, &self.options, number, self.next_seq) {
+                Ok(created) => created,
+                Err(CreateFailed { error, cleanup }) => {
+                    if let Some(e) = cleanup {
+                        self.poison(format!(
+                            "creating segment {number} failed ({error}) and removing it \
+                             durably failed ({e})"
+                        ));
+                    }
+                    return Err(error);
+                }
+            };
         self.synced_end = info.end;
         self.active = file;
         self.segments.push(info);
@@ -1164,34 +1176,60 @@ fn read_meta(vfs: &VfsHandle, path: &str) -> Result<Meta, WalError> {
     })
 }
 
+/// A failed [`create_segment`].
+struct CreateFailed {
+    error: WalError,
+    /// Why the half-created file could not be removed durably, if it could not: a crash
+    /// may then bring it back, and the WAL must not write on (see [`create_segment`]).
+    cleanup: Option<VfsError>,
+}
+
 /// Creates segment `number` starting at `first_seq`: creates the file (replacing a
 /// leftover of a failed attempt), writes and syncs the header, syncs the directory.
+///
+/// If that fails, the file is removed **and the directory synced** before returning.
+/// The caller keeps writing to the previous segment (after a `truncate_after` it can be
+/// below the cap again), and its unsynced tail can be torn by a crash; if the creation
+/// could survive the crash without the removal (an ordered metadata journal keeps a
+/// prefix of the directory operations), recovery would find an empty segment after it,
+/// no longer read the previous one as the last, and report its torn tail as corruption.
 fn create_segment(
     vfs: &VfsHandle,
     dir: &str,
     options: &WalOptions,
     number: u64,
     first_seq: u64,
-) -> Result<(Box<dyn VfsFile>, SegmentInfo), WalError> {
+) -> Result<(Box<dyn VfsFile>, SegmentInfo), CreateFailed> {
     let path = vfs::join(dir, &segment_file_name(number));
-    if vfs.exists(&path)? {
-        vfs.remove(&path)?;
-    }
     let header = SegmentHeader {
         number,
         first_seq,
         salt: format::segment_salt(options.nonce, number, first_seq),
     };
-    let mut file = vfs.create(&path)?;
-    let result = file
-        .write_at(0, &header.encode())
-        .and_then(|()| file.sync())
-        .and_then(|()| vfs.sync_dir(dir));
-    if let Err(e) = result {
-        drop(file);
-        let _ = vfs.remove(&path);
-        return Err(e.into());
-    }
+    let created = (|| -> Result<Box<dyn VfsFile>, VfsError> {
+        if vfs.exists(&path)? {
+            vfs.remove(&path)?;
+        }
+        let mut file = vfs.create(&path)?;
+        file.write_at(0, &header.encode())?;
+        file.sync()?;
+        vfs.sync_dir(dir)?;
+        Ok(file)
+    })();
+    let file = match created {
+        Ok(file) => file,
+        Err(e) => {
+            let cleanup = vfs
+                .exists(&path)
+                .and_then(|exists| if exists { vfs.remove(&path) } else { Ok(()) })
+                .and_then(|()| vfs.sync_dir(dir))
+                .err();
+            return Err(CreateFailed {
+                error: e.into(),
+                cleanup,
+            });
+        }
+    };
     let info = SegmentInfo {
         number,
         first_seq,

@@ -2,6 +2,8 @@
 //! directory) and on a `SimDisk`.
 #![allow(dead_code)]
 
+pub mod kv;
+
 use std::sync::Arc;
 
 use sim_core::disk::{DiskConfig, SimDisk};
@@ -110,4 +112,14 @@ pub fn payload(id: u64, len: usize) -> Vec<u8> {
     let mut p = id.to_le_bytes().to_vec();
     p.extend((0..len).map(|i| (id as usize).wrapping_mul(31).wrapping_add(i) as u8));
     p
+}
+
+/// A property test's case count: `PROPTEST_CASES` if it is set (for long hunts, e.g.
+/// `PROPTEST_CASES=200000 cargo test --release -p storage --test wal_crash`), else the
+/// test's default (what CI runs).
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
 }

@@ -1,0 +1,98 @@
+//! Raft, bound to scenario files.
+
+use protocols::raft::{self, BUG_FLAGS, Bugs, Node, Settings, Timing, checker};
+use serde::Deserialize;
+use sim_core::kv_workload::KvWorkload;
+use sim_core::linearizability::{HistoryOp, LinearizabilityChecker};
+use sim_core::rng::SimRng;
+use sim_core::{Checker, ClientId, NodeId};
+
+use crate::duration::Duration;
+use crate::engines;
+use crate::error::ScenarioError;
+use crate::registry::{CheckerInfo, ProtocolEntry, WorkloadKind};
+use crate::runner::{RunOptions, RunReport, run_protocol};
+use crate::scenario::Scenario;
+use crate::schema::DurationRange;
+
+pub static ENTRY: ProtocolEntry = ProtocolEntry {
+    name: "raft",
+    description: "Raft consensus with a linearizable key-value state machine on a storage engine",
+    checkers: &[
+        CheckerInfo {
+            name: checker::NAME,
+            properties: "election safety, log matching, leader completeness, state machine safety",
+        },
+        CheckerInfo {
+            name: LinearizabilityChecker::NAME,
+            properties: "linearizability of client operations (key-value model)",
+        },
+    ],
+    bug_flags: BUG_FLAGS,
+    workload: WorkloadKind::KeyValue,
+    uses_engines: true,
+    check_node_count: |_| Ok(()),
+    check_settings: |file, text| timing(file, text).map(|_| ()),
+    run,
+};
+
+/// `[settings]` for `protocol = "raft"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsFile {
+    election_timeout: Option<DurationRange>,
+    heartbeat_interval: Option<Duration>,
+    max_entries_per_message: Option<usize>,
+}
+
+fn timing(file: &str, text: &str) -> Result<Timing, ScenarioError> {
+    let raw: SettingsFile = super::read_settings(file, text)?;
+    let mut timing = Timing::default();
+    if let Some(range) = raw.election_timeout {
+        timing.election_timeout_min = range.min.0;
+        timing.election_timeout_max = range.max.0;
+    }
+    if let Some(d) = raw.heartbeat_interval {
+        timing.heartbeat_interval = d.0;
+    }
+    if let Some(m) = raw.max_entries_per_message {
+        timing.max_entries_per_message = m;
+    }
+    timing
+        .validate()
+        .map_err(|message| ScenarioError::at(file, text, None, format!("[settings]: {message}")))?;
+    Ok(timing)
+}
+
+fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioError> {
+    let timing = timing(&scenario.file, &scenario.text)?;
+    let bugs = Bugs::from_names(options.bug_names(scenario))
+        .map_err(|e| ScenarioError::Options(e.to_string()))?;
+    let mut per_node = Vec::new();
+    for name in &scenario.engines {
+        let entry = engines::find(name)
+            .ok_or_else(|| ScenarioError::Options(format!("unknown storage engine {name}")))?;
+        per_node.push(Settings {
+            timing: timing.clone(),
+            engine: (entry.opener)(),
+        });
+    }
+    let factory = move |node: NodeId| Node::new(per_node[node.index()].clone(), bugs);
+    let (keys, mix) = scenario.kv_workload.unwrap_or((5, Default::default()));
+    let mut generator = KvWorkload::new(keys, mix);
+    let workload = move |client: ClientId, rng: &mut SimRng| generator.next(client, rng);
+    let checkers: Vec<Box<dyn Checker<raft::Node>>> = vec![
+        Box::new(checker::InvariantChecker),
+        Box::new(LinearizabilityChecker::default()),
+    ];
+    run_protocol(
+        scenario,
+        options,
+        factory,
+        Box::new(workload),
+        checkers,
+        Some(|out: &sim_core::RunOutput<raft::Node>| {
+            sim_core::linearizability::write_history(&HistoryOp::from_history(&out.history))
+        }),
+    )
+}
