@@ -466,7 +466,14 @@ fn shrink_output_is_smaller_and_fails_the_same_way() {
 fn a_key_value_run_saves_its_history_and_check_history_judges_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let trace = dir.path().join("run.jsonl");
-    let good = faultline(&["run", "scenarios/library/raft-isolate-leader.toml", "--seed", "2", "--trace", trace.to_str().unwrap()]);
+    let good = faultline(&[
+        "run",
+        "scenarios/library/raft-isolate-leader.toml",
+        "--seed",
+        "2",
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
     assert_eq!(good.status.code(), Some(0), "{}", stdout(&good));
     let history = dir.path().join("run.history.jsonl");
     assert!(history.exists(), "{}", stdout(&good));
@@ -477,8 +484,14 @@ fn a_key_value_run_saves_its_history_and_check_history_judges_it() {
     // A leader answering reads locally under a partition gives a stale read.
     let bad_trace = dir.path().join("bad.jsonl");
     let bad = faultline(&[
-        "run", "scenarios/library/raft-isolate-leader.toml", "--seed", "0",
-        "--bug", "raft.local_read_without_quorum", "--trace", bad_trace.to_str().unwrap(),
+        "run",
+        "scenarios/library/raft-isolate-leader.toml",
+        "--seed",
+        "0",
+        "--bug",
+        "raft.local_read_without_quorum",
+        "--trace",
+        bad_trace.to_str().unwrap(),
     ]);
     assert_eq!(bad.status.code(), Some(1), "{}", stdout(&bad));
     let bad_history = dir.path().join("bad.history.jsonl");
