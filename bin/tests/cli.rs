@@ -175,6 +175,36 @@ fn bad_files_name_line_and_column() {
             ":3:",
             "",
         ),
+        (
+            "storage.toml",
+            "protocol = \"broadcast\"\nnodes = 3\nduration = \"1s\"\n[storage]\nengine = \"bitcask\"\n",
+            ":4:1:",
+            "keeps no key-value data",
+        ),
+        (
+            "engine.toml",
+            "protocol = \"raft\"\nnodes = 3\nduration = \"1s\"\n[storage]\nengine = \"rocksdb\"\n",
+            ":5:10:",
+            "unknown storage engine `rocksdb`",
+        ),
+        (
+            "keys.toml",
+            "protocol = \"broadcast\"\nnodes = 3\nduration = \"1s\"\n[workload]\nkeys = 4\n",
+            ":5:8:",
+            "apply to key-value protocols",
+        ),
+        (
+            "mix.toml",
+            "protocol = \"raft\"\nnodes = 3\nduration = \"1s\"\n[workload]\nmix = { get = 0.0 }\n",
+            ":5:7:",
+            "at least one operation weight must be positive",
+        ),
+        (
+            "raft-settings.toml",
+            "protocol = \"raft\"\nnodes = 3\nduration = \"1s\"\n[settings]\nheartbeat = \"5ms\"\n",
+            ":5:1:",
+            "unknown field `heartbeat`",
+        ),
     ];
     for (name, text, position, message) in cases {
         let path = dir.path().join(name);
