@@ -16,8 +16,16 @@
 //! of the write order (no later write without the earlier ones).
 //!
 //! A failed `sync` means the unsynced writes may be lost; the engine must not report a
-//! later sync as covering them (see `vfs` on fsync failures). Corrupt data on disk is
-//! reported as [`EngineError::Corruption`], never silently dropped or returned.
+//! later sync as covering them (see `vfs` on fsync failures), nor show them after a
+//! reopen in place (without a crash). Corrupt data on disk is reported as
+//! [`EngineError::Corruption`], never silently dropped or returned (but see the known
+//! limitation below).
+//!
+//! **Known limitation.** A corrupted *last* record of a log (Bitcask's active file, the
+//! B+tree's WAL) is indistinguishable from a torn write at a crash and is cut like one:
+//! the engine then recovers the state without its last write unit, even if that unit
+//! was synced. Corruption anywhere else is `Corruption` (or a failing read), never a
+//! wrong value or an older state (`storage/tests/kv_corruption.rs` checks both).
 
 use std::fmt;
 use std::ops::Bound;

@@ -410,3 +410,172 @@ fn oversized_keys_and_values_are_rejected() {
         Err(EngineError::InvalidConfig(_))
     ));
 }
+
+/// Defect (review): after a failed fsync the active file kept the unsynced records in
+/// the volatile view (the disk dropped them from the durable one), and a reopen in
+/// place (no crash) took them for durable: `get(b)` returned data that was never
+/// durable, and after more synced writes and a crash the file had a hole (`Corruption`,
+/// `a` and `c` lost). A failed sync now truncates the active file back to its synced
+/// length (and syncs that), and rolls back the keydir entries of the dropped records.
+#[test]
+fn reopen_in_place_after_a_failed_fsync_keeps_synced_data() {
+    use sim_core::disk::DiskFault;
+    for policy in [EngineSyncPolicy::Explicit, EngineSyncPolicy::EveryWrite] {
+        let sim = disk(DiskConfig::default(), 14);
+        let vfs = sim.handle();
+        let opts = BitcaskOptions {
+            sync_policy: policy,
+            merge_trigger_files: 0,
+            ..BitcaskOptions::default()
+        };
+        let mut db = open(&vfs, &opts).unwrap();
+        db.put(b"a", b"A").unwrap();
+        db.sync().unwrap();
+        sim.inject(DiskFault::FsyncFail {
+            path_prefix: DIR.to_string(),
+        });
+        let big = vec![b'b'; 20_000];
+        let put = db.put(b"b", &big);
+        let synced = put.and_then(|()| db.sync());
+        assert!(synced.is_err(), "{policy:?}: the sync must fail");
+        // The engine rolled back: it stays usable and never shows b.
+        assert!(!db.is_poisoned(), "{policy:?}: rolled back, not poisoned");
+        assert_eq!(db.get(b"b").unwrap(), None, "{policy:?}");
+        assert_eq!(db.get(b"a").unwrap(), Some(b"A".to_vec()), "{policy:?}");
+        drop(db);
+        // Reopen in place (no crash).
+        let mut db = open(&vfs, &opts).unwrap();
+        assert_eq!(
+            db.get(b"b").unwrap(),
+            None,
+            "{policy:?}: b was never durable"
+        );
+        assert_eq!(db.get(b"a").unwrap(), Some(b"A".to_vec()), "{policy:?}");
+        db.put(b"c", b"C").unwrap();
+        db.sync().unwrap();
+        drop(db);
+        sim.crash();
+        let db = open(&vfs, &opts).unwrap();
+        assert_eq!(db.get(b"a").unwrap(), Some(b"A".to_vec()), "{policy:?}");
+        assert_eq!(db.get(b"b").unwrap(), None, "{policy:?}");
+        assert_eq!(db.get(b"c").unwrap(), Some(b"C".to_vec()), "{policy:?}");
+    }
+}
+
+/// Defect (review): records were decoded against the *configured* `max_key_bytes` /
+/// `max_value_bytes`, so lowering a limit made legal records look torn (the active file
+/// was truncated there, destroying data) or corrupt. Decoding uses the format's hard
+/// limits; the configured ones apply to new writes only.
+#[test]
+fn lowering_the_size_limits_keeps_existing_records() {
+    for merge_first in [false, true] {
+        let sim = disk(DiskConfig::default(), 15);
+        let vfs = sim.handle();
+        let opts = BitcaskOptions {
+            merge_trigger_files: 0,
+            ..small(EngineSyncPolicy::EveryWrite)
+        };
+        let mut db = open(&vfs, &opts).unwrap();
+        let big = vec![b'v'; 100_000];
+        let long_key = vec![b'k'; 300];
+        db.put(b"big", &big).unwrap();
+        db.put(&long_key, b"x").unwrap();
+        // A later record after it in another file, so "big" sits in a frozen file too.
+        db.put(b"small", b"s").unwrap();
+        if merge_first {
+            db.merge().unwrap();
+        }
+        drop(db);
+        let lower = BitcaskOptions {
+            max_value_bytes: 65_536,
+            max_key_bytes: 64,
+            ..opts.clone()
+        };
+        for _ in 0..2 {
+            let mut db = open(&vfs, &lower).unwrap();
+            assert_eq!(db.get(b"big").unwrap(), Some(big.clone()));
+            assert_eq!(db.get(&long_key).unwrap(), Some(b"x".to_vec()));
+            assert_eq!(db.get(b"small").unwrap(), Some(b"s".to_vec()));
+            // New writes obey the new limits.
+            assert!(matches!(
+                db.put(b"new", &big),
+                Err(EngineError::TooLarge { .. })
+            ));
+            db.merge().unwrap();
+            assert_eq!(db.get(b"big").unwrap(), Some(big.clone()));
+        }
+        // The active file alone (no rotation since): the torn-tail path.
+        let sim = disk(DiskConfig::default(), 16);
+        let vfs = sim.handle();
+        let mut db = open(&vfs, &BitcaskOptions::default()).unwrap();
+        db.put(b"big", &big).unwrap();
+        db.put(b"after", b"a").unwrap();
+        db.sync().unwrap();
+        drop(db);
+        let db = open(
+            &vfs,
+            &BitcaskOptions {
+                max_value_bytes: 65_536,
+                ..BitcaskOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(db.recovery().torn_tail, None);
+        assert_eq!(db.get(b"big").unwrap(), Some(big.clone()));
+        assert_eq!(db.get(b"after").unwrap(), Some(b"a".to_vec()));
+    }
+}
+
+/// Defect (review): a failed *automatic* merge was returned as the error of the write
+/// that triggered it, although that write was applied (and synced): callers retried or
+/// reported a durable write as failed. The write now succeeds; the merge failure is
+/// recorded (`last_merge_error`) and automatic merges back off.
+#[test]
+fn failed_automatic_merge_does_not_fail_the_write() {
+    let opts = BitcaskOptions {
+        merge_trigger_files: 2,
+        ..small(EngineSyncPolicy::EveryWrite)
+    };
+    // Pass 1: find the put that triggers the first automatic merge (old files vanish).
+    let sim = disk(DiskConfig::default(), 17);
+    let mut db = open(&sim.handle(), &opts).unwrap();
+    let mut trigger = None;
+    for i in 0..200 {
+        let before = db.file_ids();
+        db.put(&key(i), &val(i, 0)).unwrap();
+        if before.iter().any(|id| !db.file_ids().contains(id)) {
+            trigger = Some(i);
+            break;
+        }
+    }
+    let trigger = trigger.expect("an automatic merge ran");
+    // Pass 2: make that merge fail at each step in turn.
+    let mut found = false;
+    for budget in 0..40u64 {
+        let sim = disk(DiskConfig::default(), 17);
+        let fail = FailVfs::new(sim.handle());
+        let vfs: VfsHandle = Arc::new(fail.clone());
+        let mut db = open(&vfs, &opts).unwrap();
+        for i in 0..trigger {
+            db.put(&key(i), &val(i, 0)).unwrap();
+        }
+        fail.arm(budget);
+        let r = db.put(&key(trigger), &val(trigger, 0));
+        fail.disarm();
+        if db.last_merge_error().is_some() {
+            found = true;
+            assert!(
+                r.is_ok(),
+                "budget {budget}: the applied write failed: {r:?}"
+            );
+            drop(db);
+            sim.crash();
+            let db = open(&sim.handle(), &opts).unwrap();
+            assert_eq!(db.get(&key(trigger)).unwrap(), Some(val(trigger, 0)));
+        }
+    }
+    assert!(
+        found,
+        "no budget made the automatic merge fail after the write"
+    );
+}

@@ -2,9 +2,12 @@
 //! (Bitcask: rotated, merged and hinted files; B+tree: a two-level tree, a WAL holding
 //! pages not yet checkpointed), then for every byte of every file flip it, reopen, and
 //! read everything. Nothing may panic, and no read may return a wrong value: the open
-//! fails, or each read fails, or returns the value of one state the history went
-//! through (a corrupted last record reads as a torn tail, so the state may be an
-//! earlier prefix — see the docs of each engine).
+//! fails, or each read fails or returns the value of the **final** state, or of the
+//! final state minus the last write unit (all of the history is synced once, at the
+//! end). That one exception is a documented limitation of every engine (`storage::kv`):
+//! a corrupted last record is indistinguishable from a torn tail and is cut like one.
+//! Beyond "no wrong value", most trials must be detected (the open refused) or harmless
+//! (everything read right): at least `MIN_CLEAN_OR_REFUSED` of them.
 
 mod common;
 
@@ -100,6 +103,10 @@ fn observe(engine: &dyn KvEngine) -> Vec<Observation> {
     seen
 }
 
+/// The largest fraction of trials that may silently lose the last unit (a corrupted last
+/// record cut as a torn tail: only bytes of that record can do it).
+const MAX_CUT: f64 = 0.05;
+
 fn consistent(seen: &[Observation], history: &[State]) -> bool {
     history.iter().any(|state| {
         seen.iter().all(|(k, got)| match got {
@@ -114,9 +121,20 @@ fn exhaustive(
     ops: usize,
     value_len: usize,
     patterns: &[u8],
-) -> (u64, u64, u64) {
+    min_clean: f64,
+) {
     let (files, history) = build(opener, ops, value_len);
-    let (mut trials, mut open_failed, mut clean) = (0u64, 0u64, 0u64);
+    // The final state, or the final state minus the last unit that wrote something (a
+    // cut "torn" tail; a delete of an absent key writes nothing).
+    let last = history.last().expect("history").clone();
+    let before = history
+        .iter()
+        .rev()
+        .find(|s| **s != last)
+        .expect("the history changes")
+        .clone();
+    let allowed = &[before, last][..];
+    let (mut trials, mut open_failed, mut clean, mut cut) = (0u64, 0u64, 0u64, 0u64);
     for (path, contents) in &files {
         let Some(bytes) = contents else { continue };
         for offset in 0..bytes.len() {
@@ -136,20 +154,48 @@ fn exhaustive(
                 };
                 let seen = observe(&*engine);
                 assert!(
-                    consistent(&seen, &history),
+                    consistent(&seen, allowed),
                     "[{}] flipping byte {offset} of {path} with {xor:#04x} returned a wrong value: {seen:?}",
                     opener.name()
                 );
-                if seen.iter().all(|(_, g)| g.is_some())
-                    && consistent(&seen, &history[history.len() - 1..])
-                {
-                    clean += 1;
+                if seen.iter().all(|(_, g)| g.is_some()) {
+                    if consistent(&seen, &allowed[1..]) {
+                        clean += 1;
+                    } else {
+                        cut += 1;
+                    }
                 }
             }
         }
     }
     assert!(trials > 1000, "too few trials: {trials}");
-    (trials, open_failed, clean)
+    // Every other trial detected the damage on a read (an error, never a wrong value).
+    let cut_fraction = cut as f64 / trials as f64;
+    eprintln!(
+        "[{}] {trials} trials: {open_failed} opens refused, {clean} read everything right, \
+         {cut} lost the last unit (cut as a torn tail), the rest failed some reads",
+        opener.name()
+    );
+    assert!(
+        cut_fraction <= MAX_CUT,
+        "[{}] {cut} of {trials} trials silently lost the last unit",
+        opener.name()
+    );
+    assert!(
+        clean as f64 / trials as f64 >= min_clean,
+        "[{}] only {clean} of {trials} trials read everything right",
+        opener.name()
+    );
+    assert!(
+        open_failed > 0,
+        "[{}] no corruption was ever refused",
+        opener.name()
+    );
+    assert!(
+        clean > 0,
+        "[{}] no corruption was ever harmless",
+        opener.name()
+    );
 }
 
 #[test]
@@ -162,8 +208,9 @@ fn bitcask_every_single_byte_corruption_is_detected_or_harmless() {
             ..BitcaskOptions::default()
         },
     };
-    let (trials, failed, clean) = exhaustive(&opener, 40, 20, &[0x01, 0xFF]);
-    eprintln!("bitcask: {trials} trials, {failed} opens refused, {clean} read everything right");
+    // Measured: 0.40 read everything right; most other trials detect the damage on a
+    // read (`Corruption` for the keys whose records it hit).
+    exhaustive(&opener, 40, 20, &[0x01, 0xFF], 0.35);
     // Some files must be hinted merge output, so hint corruption was exercised.
     let (files, _) = build(&opener, 40, 20);
     assert!(
@@ -182,6 +229,6 @@ fn btree_every_single_byte_corruption_is_detected_or_harmless() {
             max_dirty_pages: 3,
         },
     };
-    let (trials, failed, clean) = exhaustive(&opener, 24, 90, &[0x01]);
-    eprintln!("btree: {trials} trials, {failed} opens refused, {clean} read everything right");
+    // Measured: 0.81 read everything right.
+    exhaustive(&opener, 24, 90, &[0x01], 0.75);
 }

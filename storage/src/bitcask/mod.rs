@@ -161,6 +161,20 @@ pub struct Bitcask {
     active_len: u64,
     /// The active file has writes not yet synced.
     dirty: bool,
+    /// The active file's length at its last successful sync (or at open/creation): a
+    /// failed sync truncates the file back to it.
+    synced_len: u64,
+    /// The keydir changes since that sync, oldest first, as `(key, previous entry)`: a
+    /// failed sync undoes them (newest first) with the records it drops.
+    unsynced: Vec<(Vec<u8>, Option<KeyEntry>)>,
+    /// Set when a failed sync that the caller of [`KvEngine::sync`] did not see (one
+    /// inside a rotation or an automatic merge) rolled back acknowledged writes: the
+    /// next `sync` reports it instead of claiming them durable.
+    lost_writes: Option<String>,
+    /// After a failed automatic merge: no automatic merge before this many frozen files.
+    merge_backoff_files: usize,
+    /// The error of the last failed automatic merge.
+    last_merge_error: Option<String>,
     keydir: BTreeMap<Vec<u8>, KeyEntry>,
     next_seq: u64,
     next_file_id: u64,
@@ -325,7 +339,7 @@ impl Bitcask {
         for (&id, file) in files.iter_mut() {
             let mut found = None;
             if file.kind == FileKind::Merged && hint_ids.contains(&id) {
-                match load_hint(&vfs, dir, id, &*file.handle, &options)? {
+                match load_hint(&vfs, dir, id, &*file.handle)? {
                     Some(entries) => {
                         recovery.hinted_files += 1;
                         found = Some(entries);
@@ -337,7 +351,7 @@ impl Bitcask {
                 Some(f) => f,
                 None => {
                     let tail_allowed = Some(id) == active_id;
-                    let (found, tail, last_seq) = scan_data_file(file, id, tail_allowed, &options)?;
+                    let (found, tail, last_seq) = scan_data_file(file, id, tail_allowed)?;
                     // Commit records take sequence numbers too.
                     max_seq = max_seq.max(last_seq);
                     if tail.is_some() {
@@ -390,6 +404,11 @@ impl Bitcask {
             active_id,
             active_len,
             dirty: false,
+            synced_len: active_len,
+            unsynced: Vec::new(),
+            merge_backoff_files: 0,
+            last_merge_error: None,
+            lost_writes: None,
             keydir,
             next_seq: max_seq
                 .checked_add(1)
@@ -427,6 +446,12 @@ impl Bitcask {
 
     pub fn is_empty(&self) -> bool {
         self.keydir.is_empty()
+    }
+
+    /// The error of the last failed automatic merge (a write that triggers a merge
+    /// succeeds even if the merge fails; see [`BitcaskOptions::merge_trigger_files`]).
+    pub fn last_merge_error(&self) -> Option<&str> {
+        self.last_merge_error.as_deref()
     }
 
     /// Whether an earlier failure made the engine unusable.
@@ -485,13 +510,8 @@ impl Bitcask {
         if n != buf.len() {
             return Err(corrupt("record cut short"));
         }
-        let r = format::decode_record(
-            &buf,
-            e.file_id,
-            self.options.max_key_bytes,
-            self.options.max_value_bytes,
-        )
-        .map_err(|d| corrupt(d.describe()))?;
+        let r = format::decode_record(&buf, e.file_id, MAX_KEY_BYTES_LIMIT, MAX_VALUE_BYTES_LIMIT)
+            .map_err(|d| corrupt(d.describe()))?;
         if r.kind != RecordKind::Put || r.key != key || r.seq != e.seq || r.len != buf.len() {
             return Err(corrupt("record does not match the keydir"));
         }
@@ -512,6 +532,10 @@ impl Bitcask {
             len: ops.len(),
             limit: u32::MAX as usize,
         })?;
+        if self.active_len >= self.options.max_file_bytes {
+            // Sync before rotating (a failed sync rolls back on its own; see sync_active).
+            self.sync_active()?;
+        }
         self.guarded(|db| {
             db.maybe_rotate()?;
             let batch = ops.len() > 1;
@@ -548,25 +572,46 @@ impl Bitcask {
                             record_len: len as u32,
                             seq,
                         };
-                        db.keydir.insert(key.to_vec(), entry);
+                        let old = db.keydir.insert(key.to_vec(), entry);
+                        db.unsynced.push((key.to_vec(), old));
                     }
                     _ => {
-                        db.keydir.remove(*key);
+                        let old = db.keydir.remove(*key);
+                        db.unsynced.push((key.to_vec(), old));
                     }
                 }
             }
-            if db.options.sync_policy == EngineSyncPolicy::EveryWrite {
-                db.sync_active()?;
-            }
             Ok(())
         })?;
+        if self.options.sync_policy == EngineSyncPolicy::EveryWrite
+            && let Err(e) = self.sync_active()
+        {
+            // Only this write was unsynced (every earlier one was synced), and its
+            // error reports the loss.
+            self.lost_writes = None;
+            return Err(e);
+        }
         let frozen_logs = self
             .files
             .iter()
             .filter(|(id, f)| **id != self.active_id && f.kind == FileKind::Log)
             .count();
-        if self.options.merge_trigger_files > 0 && frozen_logs >= self.options.merge_trigger_files {
-            self.merge()?;
+        let trigger = self
+            .options
+            .merge_trigger_files
+            .max(self.merge_backoff_files);
+        if self.options.merge_trigger_files > 0 && frozen_logs >= trigger {
+            // The write is applied (and synced under `EveryWrite`): a failed automatic
+            // merge must not fail it. Record the failure and back off (retry when twice
+            // as many frozen files have accumulated); a merge failure that poisoned the
+            // engine fails the next call.
+            match self.merge() {
+                Ok(_) => self.merge_backoff_files = 0,
+                Err(e) => {
+                    self.last_merge_error = Some(e.to_string());
+                    self.merge_backoff_files = frozen_logs.saturating_mul(2);
+                }
+            }
         }
         Ok(())
     }
@@ -577,11 +622,54 @@ impl Bitcask {
             .ok_or_else(|| EngineError::Other("internal: no active file".into()))
     }
 
+    /// Syncs the active file. If the sync fails, the disk may have dropped the unsynced
+    /// records while reads still see them (a page cache after a failed writeback), so
+    /// they must not stay visible nor be taken for durable by a later open: the file is
+    /// truncated back to its synced length, that is synced, and the keydir changes since
+    /// the last sync are undone (like the WAL's rollback). Only if that fails too is the
+    /// engine poisoned. Either way the sync's error is returned.
     fn sync_active(&mut self) -> Result<(), EngineError> {
-        if self.dirty {
-            self.active_file_mut()?.handle.sync()?;
-            self.dirty = false;
+        if !self.dirty {
+            return Ok(());
         }
+        match self.active_file_mut()?.handle.sync() {
+            Ok(()) => {
+                self.dirty = false;
+                self.synced_len = self.active_len;
+                self.unsynced.clear();
+                Ok(())
+            }
+            Err(e) => {
+                let e = EngineError::from(e);
+                match self.roll_back_unsynced() {
+                    Ok(()) => {
+                        self.lost_writes.get_or_insert_with(|| e.to_string());
+                    }
+                    Err(r) => {
+                        self.poisoned
+                            .get_or_insert_with(|| format!("{e}; rolling back failed: {r}"));
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Truncates the active file to its synced length, syncs it, and undoes the keydir
+    /// changes of the dropped records.
+    fn roll_back_unsynced(&mut self) -> Result<(), EngineError> {
+        let synced_len = self.synced_len;
+        let file = self.active_file_mut()?;
+        file.handle.truncate(synced_len)?;
+        file.handle.sync()?;
+        for (key, old) in std::mem::take(&mut self.unsynced).into_iter().rev() {
+            match old {
+                Some(entry) => self.keydir.insert(key, entry),
+                None => self.keydir.remove(&key),
+            };
+        }
+        self.active_len = synced_len;
+        self.dirty = false;
         Ok(())
     }
 
@@ -597,6 +685,8 @@ impl Bitcask {
         self.files.insert(id, file);
         self.active_id = id;
         self.active_len = FILE_HEADER_LEN as u64;
+        self.synced_len = self.active_len;
+        self.unsynced.clear();
         Ok(())
     }
 
@@ -634,7 +724,7 @@ impl Bitcask {
         if inputs.is_empty() {
             return Ok(MergeStats::default());
         }
-        self.guarded(|db| db.sync_active())?;
+        self.sync_active()?;
         let input_set: BTreeSet<u64> = inputs.iter().copied().collect();
         let mut outputs: Vec<MergeOutput> = Vec::new();
         let result = self.write_merge_outputs(&input_set, &mut outputs);
@@ -844,7 +934,6 @@ fn load_hint(
     dir: &str,
     id: u64,
     data: &dyn VfsFile,
-    options: &BitcaskOptions,
 ) -> Result<Option<Vec<Found>>, EngineError> {
     let hint = vfs.open(&vfs::join(dir, &hint_file_name(id)))?;
     let bytes = read_all(&*hint)?;
@@ -853,8 +942,8 @@ fn load_hint(
         &bytes,
         id,
         data_len,
-        options.max_key_bytes,
-        options.max_value_bytes,
+        MAX_KEY_BYTES_LIMIT,
+        MAX_VALUE_BYTES_LIMIT,
     ) {
         Ok(entries) => Ok(Some(
             entries
@@ -875,7 +964,10 @@ fn load_hint(
     }
 }
 
-/// Scans a data file's records. An invalid record is a torn tail (cut off, the cut
+/// Scans a data file's records, decoded against the format's hard limits
+/// ([`MAX_KEY_BYTES_LIMIT`], [`MAX_VALUE_BYTES_LIMIT`]), never the configured ones: a
+/// record written under a higher limit stays valid after the limit is lowered (the
+/// configured limits apply to new writes only). An invalid record is a torn tail (cut off, the cut
 /// synced) only in the active file and only if no valid record follows it; anything
 /// else is `Corruption`. Records of a batch count only with their commit record.
 /// Returns the records and the torn tail `(offset, bytes)`, if any.
@@ -883,15 +975,14 @@ fn scan_data_file(
     file: &mut DataFile,
     file_id: u64,
     tail_allowed: bool,
-    options: &BitcaskOptions,
 ) -> Result<ScanOutcome, EngineError> {
     let bytes = read_all(&*file.handle)?;
     let decode = |at: usize| {
         format::decode_record(
             &bytes[at..],
             file_id,
-            options.max_key_bytes,
-            options.max_value_bytes,
+            MAX_KEY_BYTES_LIMIT,
+            MAX_VALUE_BYTES_LIMIT,
         )
     };
     let mut found = Vec::new();
@@ -943,7 +1034,7 @@ fn scan_data_file(
                 let matches = !pending.is_empty()
                     && pending.len() == count as usize
                     && pending[0].entry.seq == first
-                    && r.seq == first + u64::from(count);
+                    && first.checked_add(u64::from(count)) == Some(r.seq);
                 if in_batch || !matches {
                     invalid = Some((at, "commit record does not match a batch"));
                     break;
@@ -1100,6 +1191,15 @@ impl KvEngine for Bitcask {
 
     fn sync(&mut self) -> Result<(), EngineError> {
         self.usable()?;
-        self.guarded(|db| db.sync_active())
+        let result = self.sync_active();
+        let lost = self.lost_writes.take();
+        result?;
+        match lost {
+            None => Ok(()),
+            Some(e) => Err(EngineError::Other(format!(
+                "bitcask: an internal sync failed ({e}); the writes since the last successful \
+                 sync were rolled back"
+            ))),
+        }
     }
 }

@@ -182,6 +182,14 @@ type LeafEntries = Vec<(Vec<u8>, Vec<u8>)>;
 /// A page to check: (page, level, low bound, high bound).
 type PendingCheck = (u32, u32, Option<Vec<u8>>, Option<Vec<u8>>);
 
+/// What [`BTree::remove`] did.
+enum Removed {
+    /// The key was not there; nothing changed.
+    Absent,
+    /// Removed; `Some` if the node split (the separator and the new right sibling).
+    Done(Option<(Vec<u8>, u32)>),
+}
+
 /// An operation being built: the pages it changed and the metadata after it.
 struct Txn {
     pages: BTreeMap<u32, Node>,
@@ -510,7 +518,9 @@ impl BTree {
         let mut payloads = Vec::with_capacity(txn.pages.len() + 1);
         for (&page_no, node) in &txn.pages {
             let image = node.encode(page_no, page_size).ok_or_else(|| {
-                EngineError::Other(format!("btree: internal: page {page_no} overflows"))
+                EngineError::Other(format!(
+                    "btree: internal: page {page_no} overflows (or is an internal node without keys)"
+                ))
             })?;
             let mut payload = Vec::with_capacity(5 + page_size);
             payload.push(RECORD_PAGE);
@@ -668,11 +678,7 @@ impl BTree {
             let Node::Leaf { mut entries, next } = node else {
                 unreachable!()
             };
-            let sizes: Vec<usize> = entries
-                .iter()
-                .map(|(k, v)| page::leaf_entry_len(k, v))
-                .collect();
-            let at = split_point(&sizes);
+            let at = self.leaf_split(&entries)?;
             let right_entries = entries.split_off(at);
             let right = self.alloc(txn)?;
             let separator = right_entries[0].0.clone();
@@ -701,20 +707,29 @@ impl BTree {
         };
         keys.insert(idx, separator);
         children.insert(idx + 1, right);
-        let node = Node::Internal { keys, children };
-        if node.encoded_len() <= self.capacity() {
-            txn.pages.insert(page_no, node);
+        self.store_internal(txn, page_no, keys, children)
+    }
+
+    /// Stores an internal node at `page_no`; if it does not fit in a page, splits it
+    /// (both halves non-empty and fitting, the middle key moving up) and returns the new
+    /// right sibling and its separator for the parent.
+    fn store_internal(
+        &self,
+        txn: &mut Txn,
+        page_no: u32,
+        mut keys: Vec<Vec<u8>>,
+        mut children: Vec<u32>,
+    ) -> Result<Option<(Vec<u8>, u32)>, EngineError> {
+        let used = PAGE_HEADER_LEN
+            + keys
+                .iter()
+                .map(|k| page::internal_entry_len(k))
+                .sum::<usize>();
+        if used <= self.capacity() {
+            txn.pages.insert(page_no, Node::Internal { keys, children });
             return Ok(None);
         }
-        let Node::Internal {
-            mut keys,
-            mut children,
-        } = node
-        else {
-            unreachable!()
-        };
-        let sizes: Vec<usize> = keys.iter().map(|k| page::internal_entry_len(k)).collect();
-        let mid = split_point(&sizes).min(keys.len() - 1);
+        let mid = self.internal_split(&keys)?;
         let right_keys = keys.split_off(mid + 1);
         let up = keys
             .pop()
@@ -732,60 +747,108 @@ impl BTree {
         Ok(Some((up, right_page)))
     }
 
+    /// The index of the key that moves up when internal `keys` split: `keys[..mid]`
+    /// stay left and `keys[mid + 1..]` go right, both non-empty (`mid` in `1..=len-2`)
+    /// and fitting in a page. Searches outward from the byte midpoint.
+    fn internal_split(&self, keys: &[Vec<u8>]) -> Result<usize, EngineError> {
+        let sizes: Vec<usize> = keys.iter().map(|k| page::internal_entry_len(k)).collect();
+        let body = self.capacity() - PAGE_HEADER_LEN;
+        fitting_split(&sizes, body, true).ok_or_else(|| {
+            EngineError::Other(format!(
+                "btree: internal: no split of {} separators fits in a page",
+                keys.len()
+            ))
+        })
+    }
+
+    /// The index at which leaf entries split: `[..at]` and `[at..]`, both non-empty and
+    /// fitting in a page.
+    fn leaf_split(&self, entries: &LeafEntries) -> Result<usize, EngineError> {
+        let sizes: Vec<usize> = entries
+            .iter()
+            .map(|(k, v)| page::leaf_entry_len(k, v))
+            .collect();
+        let body = self.capacity() - PAGE_HEADER_LEN;
+        fitting_split(&sizes, body, false).ok_or_else(|| {
+            EngineError::Other(format!(
+                "btree: internal: no split of {} entries fits in a page",
+                entries.len()
+            ))
+        })
+    }
+
     fn put_in(&self, txn: &mut Txn, key: &[u8], value: &[u8]) -> Result<(), EngineError> {
         self.check_sizes(key, value)?;
         let root = txn.meta.root;
         if let Some((separator, right)) = self.insert(txn, root, txn.meta.height, key, value)? {
-            if txn.meta.height >= MAX_HEIGHT {
-                return Err(EngineError::Other("btree: maximum height reached".into()));
-            }
-            let new_root = self.alloc(txn)?;
-            txn.pages.insert(
-                new_root,
-                Node::Internal {
-                    keys: vec![separator],
-                    children: vec![root, right],
-                },
-            );
-            txn.meta.root = new_root;
-            txn.meta.height += 1;
+            self.grow_root(txn, separator, right)?;
         }
         Ok(())
     }
 
-    /// Removes `key` from the subtree; returns whether it was there. Underfull children
-    /// are merged with or refilled from a sibling.
+    /// The root split into itself and `right`: a new root above them adds a level.
+    fn grow_root(&self, txn: &mut Txn, separator: Vec<u8>, right: u32) -> Result<(), EngineError> {
+        if txn.meta.height >= MAX_HEIGHT {
+            return Err(EngineError::Other("btree: maximum height reached".into()));
+        }
+        let root = txn.meta.root;
+        let new_root = self.alloc(txn)?;
+        txn.pages.insert(
+            new_root,
+            Node::Internal {
+                keys: vec![separator],
+                children: vec![root, right],
+            },
+        );
+        txn.meta.root = new_root;
+        txn.meta.height += 1;
+        Ok(())
+    }
+
+    /// Removes `key` from the subtree; returns whether it was there, and a new right
+    /// sibling and its separator if the node split. Underfull children are merged with
+    /// or refilled from a sibling; a rebalance can put a longer separator into this
+    /// node (or a split child can add one), so a node that no longer fits splits and
+    /// the split propagates upward, as in [`BTree::insert`].
     fn remove(
         &self,
         txn: &mut Txn,
         page_no: u32,
         level: u32,
         key: &[u8],
-    ) -> Result<bool, EngineError> {
+    ) -> Result<Removed, EngineError> {
         let node = self.node(txn, page_no)?;
         if level == 1 {
             let (mut entries, next) = self.expect_leaf(page_no, node)?;
             let Ok(i) = entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) else {
-                return Ok(false);
+                return Ok(Removed::Absent);
             };
             entries.remove(i);
             txn.meta.key_count = txn.meta.key_count.saturating_sub(1);
             txn.pages.insert(page_no, Node::Leaf { entries, next });
-            return Ok(true);
+            return Ok(Removed::Done(None));
         }
-        let (keys, children) = self.expect_internal(page_no, node)?;
+        let (mut keys, mut children) = self.expect_internal(page_no, node)?;
         let idx = keys.partition_point(|s| s.as_slice() <= key);
-        if !self.remove(txn, children[idx], level - 1, key)? {
-            return Ok(false);
-        }
-        let child = self.node(txn, children[idx])?;
-        let (keys, children) = if self.underfull(&child) {
-            self.rebalance(txn, keys, children, idx)?
-        } else {
-            (keys, children)
+        let (keys, children) = match self.remove(txn, children[idx], level - 1, key)? {
+            Removed::Absent => return Ok(Removed::Absent),
+            Removed::Done(Some((separator, right))) => {
+                keys.insert(idx, separator);
+                children.insert(idx + 1, right);
+                (keys, children)
+            }
+            Removed::Done(None) => {
+                let child = self.node(txn, children[idx])?;
+                if self.underfull(&child) {
+                    self.rebalance(txn, keys, children, idx)?
+                } else {
+                    (keys, children)
+                }
+            }
         };
-        txn.pages.insert(page_no, Node::Internal { keys, children });
-        Ok(true)
+        Ok(Removed::Done(
+            self.store_internal(txn, page_no, keys, children)?,
+        ))
     }
 
     /// Merges the child at `idx` with a sibling if both fit in one page (freeing the
@@ -831,11 +894,7 @@ impl BTree {
                     else {
                         unreachable!()
                     };
-                    let sizes: Vec<usize> = all
-                        .iter()
-                        .map(|(k, v)| page::leaf_entry_len(k, v))
-                        .collect();
-                    let right = all.split_off(split_point(&sizes));
+                    let right = all.split_off(self.leaf_split(&all)?);
                     keys[left] = right[0].0.clone();
                     txn.pages.insert(
                         lp,
@@ -883,9 +942,7 @@ impl BTree {
                     else {
                         unreachable!()
                     };
-                    let sizes: Vec<usize> =
-                        all.iter().map(|k| page::internal_entry_len(k)).collect();
-                    let mid = split_point(&sizes).min(all.len() - 1);
+                    let mid = self.internal_split(&all)?;
                     let right_keys = all.split_off(mid + 1);
                     let up = all
                         .pop()
@@ -924,8 +981,13 @@ impl BTree {
 
     fn delete_in(&self, txn: &mut Txn, key: &[u8]) -> Result<(), EngineError> {
         let root = txn.meta.root;
-        if !self.remove(txn, root, txn.meta.height, key)? {
-            return Ok(());
+        match self.remove(txn, root, txn.meta.height, key)? {
+            Removed::Absent => return Ok(()),
+            Removed::Done(Some((separator, right))) => {
+                // A rebalance lengthened a separator and the root split: a new level.
+                return self.grow_root(txn, separator, right);
+            }
+            Removed::Done(None) => {}
         }
         // An internal root left with one child is replaced by it: the height shrinks.
         if txn.meta.height > 1
@@ -1032,6 +1094,36 @@ fn split_point(sizes: &[usize]) -> usize {
         }
     }
     sizes.len().saturating_sub(1).max(1)
+}
+
+/// A split of entries of the given sizes into two non-empty halves that each fit in
+/// `body` bytes, searched outward from the byte midpoint ([`split_point`]). With
+/// `drop_middle` (internal nodes) the entry at the split index moves up to the parent:
+/// the halves are `[..i]` and `[i + 1..]`, `i` in `1..=len-2`; otherwise they are `[..i]`
+/// and `[i..]`, `i` in `1..=len-1`. `None` if no such split exists.
+fn fitting_split(sizes: &[usize], body: usize, drop_middle: bool) -> Option<usize> {
+    let len = sizes.len();
+    let (lo, hi) = if drop_middle {
+        (1, len.checked_sub(2)?)
+    } else {
+        (1, len.checked_sub(1)?)
+    };
+    if lo > hi {
+        return None;
+    }
+    let total: usize = sizes.iter().sum();
+    let fits = |i: usize| {
+        let left: usize = sizes[..i].iter().sum();
+        let right = total - left - if drop_middle { sizes[i] } else { 0 };
+        left <= body && right <= body
+    };
+    let start = split_point(sizes).clamp(lo, hi);
+    (0..=hi - lo).find_map(|d| {
+        [start.checked_sub(d), start.checked_add(d)]
+            .into_iter()
+            .flatten()
+            .find(|&i| (lo..=hi).contains(&i) && fits(i))
+    })
 }
 
 /// Creates the data file durably under a temporary name: superblock generation 1 and
@@ -1282,5 +1374,28 @@ mod tests {
         assert_eq!(split_point(&[100, 1, 1]), 1);
         assert_eq!(split_point(&[1, 1, 100]), 2);
         assert_eq!(split_point(&[5, 5, 5, 5]), 2);
+    }
+
+    /// Reference defect (review): an internal split at `len - 1` left the right node
+    /// without keys. `fitting_split` keeps both halves non-empty and fitting.
+    #[test]
+    fn fitting_split_keeps_internal_halves_non_empty_and_fitting() {
+        // The byte midpoint is the last key: an internal split must not take it.
+        assert_eq!(split_point(&[10, 10, 100]), 2);
+        assert_eq!(fitting_split(&[10, 10, 100], 200, true), Some(1));
+        assert_eq!(fitting_split(&[10, 10], 200, true), None);
+        assert_eq!(fitting_split(&[10, 10], 200, false), Some(1));
+        // Left half too big at the midpoint: search outward.
+        assert_eq!(fitting_split(&[90, 90, 30, 10, 10], 100, true), Some(1));
+        assert_eq!(fitting_split(&[90, 90, 90], 100, true), Some(1));
+        assert_eq!(fitting_split(&[90, 90, 90, 90], 100, true), None);
+        for sizes in [vec![5; 3], vec![1, 2, 3, 4, 5, 6], vec![60, 1, 1, 1, 60]] {
+            for drop_middle in [false, true] {
+                if let Some(i) = fitting_split(&sizes, 100, drop_middle) {
+                    let hi = sizes.len() - 1 - usize::from(drop_middle);
+                    assert!((1..=hi).contains(&i), "{sizes:?} {drop_middle}: {i}");
+                }
+            }
+        }
     }
 }

@@ -68,11 +68,18 @@ impl Node {
             }
     }
 
-    /// Encodes the node as page `page_no`; `None` if it does not fit.
+    /// Encodes the node as page `page_no`; `None` if it does not fit, or if it is an
+    /// internal node without keys (which `decode` rejects: it must never be written).
     pub fn encode(&self, page_no: u32, page_size: usize) -> Option<Vec<u8>> {
         let used = self.encoded_len();
         if used > page_size {
             return None;
+        }
+        if let Node::Internal { keys, .. } = self {
+            debug_assert!(!keys.is_empty(), "internal page {page_no} without keys");
+            if keys.is_empty() {
+                return None;
+            }
         }
         let mut b = vec![0u8; page_size];
         let (tag, count, link) = match self {

@@ -30,14 +30,33 @@ use storage::vfs::{Vfs, VfsError, VfsFile, VfsHandle, VfsOp, VfsResult};
 
 /// The engine's directory in every test.
 pub const DIR: &str = "db";
-/// Keys are drawn from `0..KEY_UNIVERSE`.
+/// Short keys are `0..KEY_UNIVERSE` (at most `SHORT_KEY_MAX` bytes).
 pub const KEY_UNIVERSE: u8 = 40;
+/// The conformance suite also draws the long keys `KEY_UNIVERSE..ALL_KEYS`.
+pub const ALL_KEYS: u8 = KEY_UNIVERSE + LONG_KEY_LENS.len() as u8;
+/// The longest short key.
+pub const SHORT_KEY_MAX: usize = 23;
+/// The lengths of the long keys: with a value clipped to `max_value_bytes +
+/// SHORT_KEY_MAX` minus the key (see `write_op_strategy`), their entries come near the
+/// engine's maximum entry size (the B+tree's is 330 bytes at 1 KiB pages).
+const LONG_KEY_LENS: [usize; 3] = [200, 290, 320];
 
-/// The bytes of key number `k`: varied lengths, shared prefixes.
+/// The bytes of key number `k`: varied lengths, shared prefixes; `k >= KEY_UNIVERSE`
+/// are long keys.
 pub fn key_bytes(k: u8) -> Vec<u8> {
     let mut key = format!("key{:02}", k).into_bytes();
-    key.extend(std::iter::repeat_n(b'.', usize::from(k % 7) * 3));
+    match LONG_KEY_LENS.get(usize::from(k.saturating_sub(KEY_UNIVERSE))) {
+        Some(&len) if k >= KEY_UNIVERSE => key.resize(len, b'~'),
+        _ => key.extend(std::iter::repeat_n(b'.', usize::from(k % 7) * 3)),
+    }
     key
+}
+
+/// Clips a value so that `key + value` stays within `max_value_bytes + SHORT_KEY_MAX`.
+fn clip(k: u8, mut v: Vec<u8>, max_value_bytes: usize) -> Vec<u8> {
+    let budget = (max_value_bytes + SHORT_KEY_MAX).saturating_sub(key_bytes(k).len());
+    v.truncate(budget);
+    v
 }
 
 /// One write unit.
@@ -110,6 +129,10 @@ pub enum Op {
     /// The next fsync of an engine file fails (dropping its dirty data); write, sync,
     /// then crash.
     FsyncFailCrash(WriteOp),
+    /// The next fsync of an engine file fails; write, sync, then close and reopen *in
+    /// place* (no crash): what the reopened engine shows must be durable, so a crash
+    /// right after must not lose it.
+    FsyncFailReopen(WriteOp),
 }
 
 fn value_strategy(max_value_bytes: usize) -> impl Strategy<Value = Vec<u8>> {
@@ -120,15 +143,21 @@ fn value_strategy(max_value_bytes: usize) -> impl Strategy<Value = Vec<u8>> {
 }
 
 pub fn write_op_strategy(max_value_bytes: usize) -> impl Strategy<Value = WriteOp> + Clone {
-    let key = 0..KEY_UNIVERSE;
+    let m = max_value_bytes;
+    let key = prop_oneof![12 => 0..KEY_UNIVERSE, 1 => KEY_UNIVERSE..ALL_KEYS];
+    let big = prop_oneof![1 => Just(m), 1 => 0..=m];
     prop_oneof![
-        6 => (key.clone(), value_strategy(max_value_bytes)).prop_map(|(k, v)| WriteOp::Put(k, v)),
+        6 => (key.clone(), value_strategy(m)).prop_map(move |(k, v)| WriteOp::Put(k, clip(k, v, m))),
+        // Entries at the size limit (long keys with the largest value that fits).
+        1 => (KEY_UNIVERSE..ALL_KEYS, big).prop_map(move |(k, n)| WriteOp::Put(k, clip(k, vec![b'L'; n], m))),
         3 => key.clone().prop_map(WriteOp::Delete),
         1 => proptest::collection::vec(
-            (key, proptest::option::weighted(0.7, value_strategy(max_value_bytes))),
+            (key, proptest::option::weighted(0.7, value_strategy(m))),
             1..6
         )
-        .prop_map(WriteOp::Batch),
+        .prop_map(move |ops| {
+            WriteOp::Batch(ops.into_iter().map(|(k, v)| (k, v.map(|v| clip(k, v, m)))).collect())
+        }),
     ]
 }
 
@@ -145,7 +174,8 @@ pub fn op_strategy(crash: bool, max_value_bytes: usize) -> BoxedStrategy<Op> {
             1 => Just(Op::SyncCrash),
             2 => (0u16..40, proptest::collection::vec(write.clone(), 1..4))
                 .prop_map(|(budget, writes)| Op::CrashDuring { budget, writes }),
-            1 => write.prop_map(Op::FsyncFailCrash),
+            1 => write.clone().prop_map(Op::FsyncFailCrash),
+            1 => write.prop_map(Op::FsyncFailReopen),
         ]
         .boxed()
     } else {
@@ -326,7 +356,7 @@ impl Model {
 /// full scan if the engine supports scans.
 pub fn read_state(engine: &dyn KvEngine) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, String> {
     let mut state = BTreeMap::new();
-    for k in 0..KEY_UNIVERSE {
+    for k in 0..ALL_KEYS {
         let key = key_bytes(k);
         match engine.get(&key) {
             Ok(Some(v)) => {
@@ -542,7 +572,11 @@ impl Runner<'_> {
                 self.open()?;
                 self.check_exact()
             }
-            Op::Crash | Op::SyncCrash | Op::CrashDuring { .. } | Op::FsyncFailCrash(_)
+            Op::Crash
+            | Op::SyncCrash
+            | Op::CrashDuring { .. }
+            | Op::FsyncFailCrash(_)
+            | Op::FsyncFailReopen(_)
                 if !crash =>
             {
                 Ok(())
@@ -582,6 +616,22 @@ impl Runner<'_> {
                 if self.write(w).is_ok() {
                     let _ = self.sync();
                 }
+                self.crash_disk();
+                self.check_after_crash()
+            }
+            Op::FsyncFailReopen(w) => {
+                if let CaseDisk::Sim(disk) = self.disk {
+                    disk.inject(DiskFault::FsyncFail {
+                        path_prefix: DIR.to_string(),
+                    });
+                }
+                if self.write(w).is_ok() {
+                    let _ = self.sync();
+                }
+                // Close and reopen without a crash: the reopened state is a prefix...
+                self.engine = None;
+                self.check_after_crash()?;
+                // ...and, once open, durable: a crash now must give the same state.
                 self.crash_disk();
                 self.check_after_crash()
             }
