@@ -818,6 +818,17 @@ impl Bitcask {
             let mut h = self.vfs.create(&out.tmp_hint_path)?;
             h.write_at(0, &hint)?;
             h.sync()?;
+            // Nothing is renamed (and no input deleted) until every output reads back
+            // as written: a misdirected write must not cost the only good copy.
+            let back = read_all(&*h)?;
+            if back != hint {
+                return Err(EngineError::corruption(
+                    &out.tmp_hint_path,
+                    0,
+                    "merge hint file did not read back as written (misdirected write?)",
+                ));
+            }
+            out.verify()?;
         }
         Ok(moves)
     }
@@ -900,6 +911,51 @@ impl MergeOutput {
             len: FILE_HEADER_LEN as u64,
             hints: Vec::new(),
         })
+    }
+
+    /// Re-reads the (synced) output and checks that it holds exactly the records its
+    /// hints (and so the keydir entries the merge installs) describe: the header, then
+    /// one valid record per hint, back to back, ending at the expected length.
+    fn verify(&self) -> Result<(), EngineError> {
+        let path = &self.tmp_data_path;
+        let bad = |offset: u64, detail: &str| {
+            EngineError::corruption(
+                path,
+                offset,
+                format!("merge output did not read back as written (misdirected write?): {detail}"),
+            )
+        };
+        let bytes = read_all(&*self.handle)?;
+        if bytes.len() as u64 != self.len {
+            return Err(bad(0, "wrong length"));
+        }
+        let header = FileHeader {
+            kind: FileKind::Merged,
+            file_id: self.id,
+        };
+        if bytes.get(..FILE_HEADER_LEN) != Some(&header.encode()[..]) {
+            return Err(bad(0, "bad file header"));
+        }
+        let mut at = FILE_HEADER_LEN as u64;
+        for h in &self.hints {
+            if h.offset != at {
+                return Err(bad(at, "records are not contiguous"));
+            }
+            let end = at + u64::from(h.record_len);
+            let rec = bytes
+                .get(at as usize..end as usize)
+                .ok_or_else(|| bad(at, "record cut short"))?;
+            let r = format::decode_record(rec, self.id, MAX_KEY_BYTES_LIMIT, MAX_VALUE_BYTES_LIMIT)
+                .map_err(|d| bad(at, d.describe()))?;
+            if r.kind != h.kind || r.key != h.key || r.seq != h.seq || r.len != rec.len() {
+                return Err(bad(at, "record does not match its hint"));
+            }
+            at = end;
+        }
+        if at != self.len {
+            return Err(bad(at, "unexpected bytes after the last record"));
+        }
+        Ok(())
     }
 
     fn flush(&mut self, buf: &mut Vec<u8>) -> Result<(), EngineError> {

@@ -42,6 +42,8 @@ pub const DEFAULT_MAX_DIRTY_PAGES: usize = 1024;
 /// The tallest tree accepted (bounds every descent).
 pub const MAX_HEIGHT: u32 = 32;
 /// WAL payload tags.
+/// How many times a checkpoint rewrites a page that did not read back as written.
+const CHECKPOINT_WRITE_RETRIES: u32 = 3;
 const RECORD_PAGE: u8 = 1;
 const RECORD_META: u8 = 2;
 
@@ -567,6 +569,10 @@ impl BTree {
                 t.file.write_at(u64::from(page_no) * page_size, image)?;
             }
             t.file.sync()?;
+            // A misdirected write leaves the old (checksum-valid) image in place and
+            // clobbers some other place of the file: read everything back before the
+            // superblock advances and the WAL (which still covers the pages) goes.
+            t.verify_checkpoint_writes()?;
             let generation = t.generation + 1;
             let sb = Superblock {
                 generation,
@@ -575,8 +581,20 @@ impl BTree {
                 meta: t.meta,
             };
             let slot = (generation % 2) * SUPERBLOCK_SLOT_BYTES as u64;
-            t.file.write_at(slot, &sb.encode())?;
+            let encoded = sb.encode();
+            t.file.write_at(slot, &encoded)?;
             t.file.sync()?;
+            // The superblock too: if it did not land, the WAL must stay (recovery falls
+            // back to the other slot, which the WAL still covers).
+            let mut back = vec![0u8; encoded.len()];
+            let n = t.file.read_at(slot, &mut back)?;
+            if n != back.len() || back[..] != encoded[..] {
+                return Err(EngineError::corruption(
+                    &t.path,
+                    slot,
+                    "superblock write did not read back as written (misdirected write?)",
+                ));
+            }
             t.generation = generation;
             t.dirty.clear();
             t.logged_pages = 0;
@@ -586,6 +604,67 @@ impl BTree {
             }
             Ok(())
         })
+    }
+
+    /// Reads back every page a checkpoint wrote and compares it byte for byte with the
+    /// logged image. A mismatch (a misdirected or lost write) is rewritten, up to
+    /// [`CHECKPOINT_WRITE_RETRIES`] times; after any mismatch the rest of the data file
+    /// is checked too (the misdirected write landed somewhere): every page that is not
+    /// being written must still decode. Any failure is an error before the superblock
+    /// advances, so the WAL still covers the logged pages.
+    fn verify_checkpoint_writes(&mut self) -> Result<(), EngineError> {
+        let page_size = self.options.page_size;
+        let mut misdirected = false;
+        let mut buf = vec![0u8; page_size];
+        for attempt in 0..=CHECKPOINT_WRITE_RETRIES {
+            let mut bad = Vec::new();
+            for (&page_no, image) in &self.dirty {
+                let n = self
+                    .file
+                    .read_at(u64::from(page_no) * page_size as u64, &mut buf)?;
+                if n != page_size || buf[..] != image[..] {
+                    bad.push(page_no);
+                }
+            }
+            if bad.is_empty() {
+                break;
+            }
+            misdirected = true;
+            if attempt == CHECKPOINT_WRITE_RETRIES {
+                return Err(self.corrupt_page(
+                    bad[0],
+                    "checkpoint page write did not read back as written (misdirected write?)",
+                ));
+            }
+            for page_no in bad {
+                let image = &self.dirty[&page_no];
+                self.file
+                    .write_at(u64::from(page_no) * page_size as u64, image)?;
+            }
+            self.file.sync()?;
+        }
+        if misdirected {
+            // The stray copy overwrote part of the file: superblock slots are checked
+            // by their checksums at open; every other page must still decode.
+            for page_no in FIRST_DATA_PAGE..self.meta.page_count {
+                if self.dirty.contains_key(&page_no) {
+                    continue;
+                }
+                let n = self
+                    .file
+                    .read_at(u64::from(page_no) * page_size as u64, &mut buf)?;
+                if n != page_size {
+                    return Err(self.corrupt_page(page_no, "page cut short"));
+                }
+                Node::decode(&buf, page_no, self.meta.page_count).map_err(|d| {
+                    self.corrupt_page(
+                        page_no,
+                        &format!("page damaged by a misdirected checkpoint write: {d}"),
+                    )
+                })?;
+            }
+        }
+        Ok(())
     }
 
     fn check_sizes(&self, key: &[u8], value: &[u8]) -> Result<(), EngineError> {
