@@ -7,6 +7,7 @@
 
 pub mod bitcask;
 pub mod btree;
+mod codec;
 pub mod kv;
 pub mod vfs;
 pub mod wal;

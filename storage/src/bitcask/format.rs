@@ -1,6 +1,8 @@
 //! Bitcask's on-disk formats: data-file headers, records and hint files. Integers are
 //! little-endian. See `docs/storage/bitcask.md`.
 
+use crate::codec::{u16_at, u32_at, u64_at};
+
 /// The magic number at the start of a data file.
 pub const DATA_MAGIC: &[u8; 8] = b"FLBCDATA";
 /// The magic number at the start of a hint file.
@@ -71,20 +73,6 @@ impl RecordKind {
             _ => None,
         }
     }
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// A data file's header.

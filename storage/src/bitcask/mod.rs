@@ -11,6 +11,8 @@
 //!   files) crash-safely: temporary names, sync, rename, directory sync, an *obsolete
 //!   files* marker, keydir switch, then deletion of the old files.
 
+use crate::codec::Poison;
+
 mod format;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -178,7 +180,7 @@ pub struct Bitcask {
     keydir: BTreeMap<Vec<u8>, KeyEntry>,
     next_seq: u64,
     next_file_id: u64,
-    poisoned: Option<String>,
+    poisoned: Poison,
     recovery: BitcaskRecovery,
 }
 
@@ -414,7 +416,7 @@ impl Bitcask {
                 .checked_add(1)
                 .ok_or_else(|| EngineError::Other("sequence numbers exhausted".into()))?,
             next_file_id,
-            poisoned: None,
+            poisoned: Poison::default(),
             recovery,
         })
     }
@@ -456,14 +458,11 @@ impl Bitcask {
 
     /// Whether an earlier failure made the engine unusable.
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned.is_some()
+        self.poisoned.is_set()
     }
 
     fn usable(&self) -> Result<(), EngineError> {
-        match &self.poisoned {
-            Some(reason) => Err(EngineError::Poisoned(reason.clone())),
-            None => Ok(()),
-        }
+        self.poisoned.check()
     }
 
     /// Runs `f`; an error poisons the engine (the files may now differ from the keydir).
@@ -472,10 +471,7 @@ impl Bitcask {
         f: impl FnOnce(&mut Self) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
         let result = f(self);
-        if let Err(e) = &result {
-            self.poisoned.get_or_insert_with(|| e.to_string());
-        }
-        result
+        self.poisoned.on_error(result)
     }
 
     fn check_sizes(&self, key: &[u8], value: &[u8]) -> Result<(), EngineError> {
@@ -647,7 +643,7 @@ impl Bitcask {
                     }
                     Err(r) => {
                         self.poisoned
-                            .get_or_insert_with(|| format!("{e}; rolling back failed: {r}"));
+                            .set(|| format!("{e}; rolling back failed: {r}"));
                     }
                 }
                 Err(e)
@@ -742,7 +738,7 @@ impl Bitcask {
                     }
                 }
                 if !matches!(e, EngineError::Corruption { .. }) || cleanup_failed {
-                    self.poisoned.get_or_insert_with(|| e.to_string());
+                    self.poisoned.set(|| e.to_string());
                 }
                 return Err(e);
             }

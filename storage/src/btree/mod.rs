@@ -15,6 +15,8 @@
 //! - Recovery takes the valid superblock with the highest generation, replays the WAL
 //!   batches after its sequence number (idempotent page writes), and checkpoints.
 
+use crate::codec::Poison;
+
 mod page;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -139,7 +141,7 @@ pub struct BTree {
     logged_pages: usize,
     /// The pages on the free list (detects double frees).
     free_set: BTreeSet<u32>,
-    poisoned: Option<String>,
+    poisoned: Poison,
     recovery: BTreeRecovery,
 }
 
@@ -337,7 +339,7 @@ impl BTree {
             dirty: BTreeMap::new(),
             logged_pages: 0,
             free_set: BTreeSet::new(),
-            poisoned: None,
+            poisoned: Poison::default(),
             recovery,
         };
         tree.free_set = tree.load_free_list()?;
@@ -363,14 +365,11 @@ impl BTree {
 
     /// Whether an earlier failure made the engine unusable.
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned.is_some()
+        self.poisoned.is_set()
     }
 
     fn usable(&self) -> Result<(), EngineError> {
-        match &self.poisoned {
-            Some(reason) => Err(EngineError::Poisoned(reason.clone())),
-            None => Ok(()),
-        }
+        self.poisoned.check()
     }
 
     fn guarded<T>(
@@ -378,10 +377,7 @@ impl BTree {
         f: impl FnOnce(&mut Self) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
         let result = f(self);
-        if let Err(e) = &result {
-            self.poisoned.get_or_insert_with(|| e.to_string());
-        }
-        result
+        self.poisoned.on_error(result)
     }
 
     /// Walks the free list from the head, checking types, bounds, cycles and the count.

@@ -1,6 +1,8 @@
 //! The B+tree's page and superblock formats. Integers are little-endian. See
 //! `docs/storage/btree.md`.
 
+use crate::codec::{u16_at, u32_at, u64_at};
+
 /// "No page" in a link field.
 pub const NO_PAGE: u32 = u32::MAX;
 /// The page header's length.
@@ -227,20 +229,6 @@ impl Node {
 
 fn page_crc(page_no: u32, rest: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&page_no.to_le_bytes()), rest)
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// The tree's metadata: in a superblock and in every logged operation.
