@@ -503,8 +503,8 @@ impl BTree {
         Ok(())
     }
 
-    /// Logs a finished operation as one WAL batch, then makes it the current state.
-    fn commit(&mut self, txn: Txn) -> Result<(), EngineError> {
+    /// Logs an operation as one WAL batch and makes it the current state.
+    fn log_txn(&mut self, txn: Txn) -> Result<(), EngineError> {
         if txn.pages.is_empty() && txn.meta == self.meta {
             return Ok(());
         }
@@ -543,20 +543,34 @@ impl BTree {
             }
             t.free_set.extend(txn.freed.iter().copied());
             t.meta = txn.meta;
+            // A trim cut pages off the end: they are neither free nor to be written.
+            let page_count = t.meta.page_count;
+            t.free_set.retain(|&p| p < page_count);
+            t.dirty.retain(|&p, _| p < page_count);
             t.logged_pages += payloads.len() - 1;
-            if t.dirty.len() > t.options.max_dirty_pages
-                || t.logged_pages > t.options.max_dirty_pages.saturating_mul(8)
-            {
-                t.checkpoint()?;
-            }
             Ok(())
         })
+    }
+
+    /// Logs a finished operation as one WAL batch, then makes it the current state;
+    /// checkpoints when enough has been logged.
+    fn commit(&mut self, txn: Txn) -> Result<(), EngineError> {
+        self.log_txn(txn)?;
+        if self.dirty.len() > self.options.max_dirty_pages
+            || self.logged_pages > self.options.max_dirty_pages.saturating_mul(8)
+        {
+            self.checkpoint()?;
+        }
+        Ok(())
     }
 
     /// Writes the logged pages to the data file and the next superblock, then truncates
     /// the WAL (see the module docs for the order).
     pub fn checkpoint(&mut self) -> Result<(), EngineError> {
         self.usable()?;
+        if let Some(trim) = self.trim_txn() {
+            self.log_txn(trim)?;
+        }
         let wal_dir = vfs::join(&self.dir, WAL_DIR);
         self.guarded(|t| {
             t.wal.sync().map_err(|e| wal_error(&wal_dir, e))?;
@@ -594,12 +608,43 @@ impl BTree {
             t.generation = generation;
             t.dirty.clear();
             t.logged_pages = 0;
+            // The file shrinks only once a durable superblock no longer counts the
+            // trimmed pages (a torn superblock write leaves the file as it was).
+            let want = u64::from(t.meta.page_count) * page_size;
+            if t.file.len()? > want {
+                t.file.truncate(want)?;
+                t.file.sync()?;
+            }
             if t.wal.current_seq() >= t.wal.first_seq() {
                 let upto = t.wal.current_seq();
                 t.wal.truncate(upto).map_err(|e| wal_error(&wal_dir, e))?;
             }
             Ok(())
         })
+    }
+
+    /// The trailing run of free pages, if any, cut off the file: the free list is
+    /// rebuilt over the remaining free pages in ascending order (so allocation reuses
+    /// the lowest pages first and later trims find the tail free) and the page count
+    /// drops. Logged as one batch like any other operation.
+    fn trim_txn(&self) -> Option<Txn> {
+        let mut count = self.meta.page_count;
+        while count > FIRST_DATA_PAGE && self.free_set.contains(&(count - 1)) {
+            count -= 1;
+        }
+        if count == self.meta.page_count {
+            return None;
+        }
+        let mut txn = self.txn();
+        let remaining: Vec<u32> = self.free_set.range(..count).copied().collect();
+        for (i, &p) in remaining.iter().enumerate() {
+            let next = remaining.get(i + 1).copied().unwrap_or(NO_PAGE);
+            txn.pages.insert(p, Node::Free { next });
+        }
+        txn.meta.free_head = remaining.first().copied().unwrap_or(NO_PAGE);
+        txn.meta.free_count = remaining.len() as u32;
+        txn.meta.page_count = count;
+        Some(txn)
     }
 
     /// Reads back every page a checkpoint wrote and compares it byte for byte with the
