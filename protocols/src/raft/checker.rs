@@ -3,9 +3,13 @@
 //! - **Election safety**: at most one leader is elected in a term.
 //! - **Log matching**: entries applied with the same index and term are the same entry.
 //! - **Leader completeness**: an entry applied by any node before a leader of a later
-//!   term was elected is in that leader's log, with its term.
+//!   term was elected is in that leader's log, with its term. Entries the leader had
+//!   compacted into its state machine count as present (the leader applied them, and
+//!   state machine safety checks what it applied); at the base index the term must match.
 //! - **State machine safety**: no two nodes apply different entries at the same index,
-//!   and each incarnation applies indexes in order without gaps.
+//!   and each incarnation applies indexes in order without gaps; an installed snapshot
+//!   moves a node forward (never back) to an index whose term matches what others
+//!   applied there.
 //!
 //! Client-visible behaviour is judged separately by the linearizability checker.
 
@@ -52,7 +56,7 @@ impl Checker<Node> for InvariantChecker {
         let mut progress: BTreeMap<(NodeId, u32), Index> = BTreeMap::new();
         for o in &run.observations {
             match &o.obs {
-                Observation::BecameLeader { term, log } => {
+                Observation::BecameLeader { term, base, log } => {
                     if let Some(&(other, at)) = leaders.get(term)
                         && other != o.node
                     {
@@ -73,9 +77,11 @@ impl Checker<Node> for InvariantChecker {
                         if entry_term >= *term {
                             continue;
                         }
-                        let has = log.iter().any(|&(t, first, last)| {
-                            t == entry_term && (first..=last).contains(&index)
-                        });
+                        let has = index < base.0
+                            || (index == base.0 && base.1 == entry_term)
+                            || log.iter().any(|&(t, first, last)| {
+                                t == entry_term && (first..=last).contains(&index)
+                            });
                         if !has {
                             violations.push(violation(
                                 "leader_completeness",
@@ -148,7 +154,42 @@ impl Checker<Node> for InvariantChecker {
                         Some(_) => {}
                     }
                 }
-                Observation::Stopped { .. } => {}
+                Observation::SnapshotInstalled { index, term } => {
+                    let key = (o.node, o.incarnation);
+                    if let Some(&at) = progress.get(&key)
+                        && *index <= at
+                    {
+                        violations.push(violation(
+                            "state_machine_safety",
+                            "state machine safety",
+                            format!(
+                                "{} (incarnation {}) installed a snapshot at {index} after applying {at}",
+                                o.node, o.incarnation
+                            ),
+                            o.time,
+                            vec![o.node],
+                        ));
+                    }
+                    progress.insert(key, *index);
+                    if let Some(&(t, _, node, at)) = applied.get(index)
+                        && t != *term
+                    {
+                        violations.push(violation(
+                            "state_machine_safety",
+                            "state machine safety",
+                            format!(
+                                "{} installed a snapshot ending at {index} of term {term}; \
+                                 {node} applied an entry of term {t} there (at {at})",
+                                o.node
+                            ),
+                            o.time,
+                            vec![node, o.node],
+                        ));
+                    }
+                }
+                Observation::Compacted { .. }
+                | Observation::SteppedDown { .. }
+                | Observation::Stopped { .. } => {}
             }
         }
         violations
@@ -191,6 +232,19 @@ mod tests {
     fn leader(term: Term, log: &[(Term, Index, Index)]) -> Observation {
         Observation::BecameLeader {
             term,
+            base: (0, 0),
+            log: log.to_vec(),
+        }
+    }
+
+    fn compacted_leader(
+        term: Term,
+        base: (Index, Term),
+        log: &[(Term, Index, Index)],
+    ) -> Observation {
+        Observation::BecameLeader {
+            term,
+            base,
             log: log.to_vec(),
         }
     }
@@ -263,6 +317,45 @@ mod tests {
             (2, 1, 1, applied(1, 2, 10)),
         ]);
         assert_eq!(kinds(&r), vec!["state_machine_safety"]);
+    }
+
+    #[test]
+    fn compacted_entries_count_for_leader_completeness_if_the_base_matches() {
+        let r = run(vec![
+            (1, 0, 1, applied(1, 1, 10)),
+            (2, 0, 1, applied(2, 1, 20)),
+            (3, 1, 1, compacted_leader(2, (2, 1), &[])),
+        ]);
+        assert_eq!(kinds(&r), Vec::<String>::new());
+        // A base at the applied entry's index with another term: that entry is missing.
+        let r = run(vec![
+            (1, 0, 1, applied(1, 1, 10)),
+            (2, 0, 1, applied(2, 1, 20)),
+            (3, 1, 1, compacted_leader(3, (2, 2), &[])),
+        ]);
+        assert_eq!(kinds(&r), vec!["leader_completeness"]);
+    }
+
+    #[test]
+    fn snapshots_skip_ahead_but_never_back_or_to_another_term() {
+        let snap = |index, term| Observation::SnapshotInstalled { index, term };
+        let r = run(vec![
+            (1, 0, 1, applied(1, 1, 10)),
+            (2, 0, 1, applied(2, 1, 20)),
+            (3, 0, 1, applied(3, 1, 30)),
+            (4, 1, 1, applied(1, 1, 10)),
+            (5, 1, 1, snap(3, 1)),
+            (6, 1, 1, applied(4, 1, 40)),
+        ]);
+        assert_eq!(kinds(&r), Vec::<String>::new());
+        let r = run(vec![
+            (1, 0, 1, applied(1, 1, 10)),
+            (2, 0, 1, applied(2, 1, 20)),
+            (3, 0, 1, snap(1, 1)),
+        ]);
+        assert_eq!(kinds(&r), vec!["state_machine_safety"], "backwards");
+        let r = run(vec![(1, 0, 1, applied(2, 1, 20)), (2, 1, 1, snap(2, 2))]);
+        assert_eq!(kinds(&r), vec!["state_machine_safety"], "another term");
     }
 
     #[test]

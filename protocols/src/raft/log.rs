@@ -3,7 +3,11 @@
 //! Every change is a WAL record (encoded with `postcard`):
 //! - `HardState { term, vote }` — the latest one wins on recovery;
 //! - `Entry(entry)` — puts `entry` at `entry.index`, dropping every entry at or after that
-//!   index first (so an overwrite after a conflict needs no separate truncation record).
+//!   index first (so an overwrite after a conflict needs no separate truncation record);
+//! - `Base { index, term }` — every entry up to `index` (whose term is `term`) is in the
+//!   state machine and gone from the log: log compaction (§7) and snapshot installation.
+//!   It is written with the current hard state and the entries kept after it, synced,
+//!   and only then is the WAL truncated before it, so the WAL stays bounded.
 //!
 //! The WAL guarantees that records survive a crash as a prefix, and `sync` makes all of
 //! them durable. Callers append, then call [`DurableLog::sync`] before sending any
@@ -46,6 +50,7 @@ pub struct Entry {
 enum Record {
     HardState { term: Term, vote: Option<u32> },
     Entry(StoredEntry),
+    Base { index: Index, term: Term },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -188,7 +193,7 @@ pub enum LogError {
     Wal(#[from] WalError),
     #[error("raft log record {seq} cannot be decoded: {detail}")]
     Decode { seq: u64, detail: String },
-    #[error("raft log record {seq} puts entry {index} after a log of {len} entries")]
+    #[error("raft log record {seq} puts entry {index} after a log that ends at {len}")]
     Gap { seq: u64, index: Index, len: u64 },
 }
 
@@ -197,7 +202,10 @@ pub struct DurableLog {
     wal: Wal,
     term: Term,
     vote: Option<NodeId>,
-    /// `entries[i]` has index `i + 1`.
+    /// The last index compacted away (in the state machine), and its term.
+    base_index: Index,
+    base_term: Term,
+    /// `entries[i]` has index `base_index + i + 1`.
     entries: Vec<Entry>,
     /// Whether records were appended since the last sync.
     dirty: bool,
@@ -217,6 +225,8 @@ impl DurableLog {
             wal,
             term: 0,
             vote: None,
+            base_index: 0,
+            base_term: 0,
             entries: Vec::new(),
             dirty: false,
         };
@@ -233,16 +243,22 @@ impl DurableLog {
                 }
                 Record::Entry(stored) => {
                     let entry = Entry::from(stored);
-                    let len = log.entries.len() as u64;
-                    if entry.index == 0 || entry.index > len + 1 {
+                    let last = log.last_index();
+                    if entry.index <= log.base_index || entry.index > last + 1 {
                         return Err(LogError::Gap {
                             seq: record.seq,
                             index: entry.index,
-                            len,
+                            len: last,
                         });
                     }
-                    log.entries.truncate((entry.index - 1) as usize);
+                    log.entries
+                        .truncate((entry.index - log.base_index - 1) as usize);
                     log.entries.push(entry);
+                }
+                Record::Base { index, term } => {
+                    log.base_index = index;
+                    log.base_term = term;
+                    log.entries.clear();
                 }
             }
         }
@@ -282,65 +298,107 @@ impl DurableLog {
     }
 
     pub fn last_index(&self) -> Index {
-        self.entries.len() as u64
+        self.base_index + self.entries.len() as u64
     }
 
     pub fn last_term(&self) -> Term {
-        self.entries.last().map_or(0, |e| e.term)
+        self.entries.last().map_or(self.base_term, |e| e.term)
     }
 
-    /// The term of the entry at `index` (0 for index 0), or `None` if there is none.
+    /// The last index compacted into the state machine, and its term (`(0, 0)` if none).
+    pub fn base(&self) -> (Index, Term) {
+        (self.base_index, self.base_term)
+    }
+
+    /// The term of the entry at `index` (the base's term at the base index, 0 for index
+    /// 0), or `None` if there is none or it was compacted away.
     pub fn term_at(&self, index: Index) -> Option<Term> {
-        if index == 0 {
-            return Some(0);
+        if index == self.base_index {
+            return Some(self.base_term);
         }
-        self.entries.get((index - 1) as usize).map(|e| e.term)
+        self.entry(index).map(|e| e.term)
     }
 
+    /// The entry at `index`, unless it is beyond the log or compacted away.
     pub fn entry(&self, index: Index) -> Option<&Entry> {
         index
-            .checked_sub(1)
+            .checked_sub(self.base_index + 1)
             .and_then(|i| self.entries.get(i as usize))
     }
 
-    /// Entries from `from` (inclusive), at most `max`.
+    /// Entries from `from` (inclusive, after the base), at most `max`.
     pub fn entries_from(&self, from: Index, max: usize) -> Vec<Entry> {
-        let start = from.saturating_sub(1) as usize;
+        let start = from.saturating_sub(self.base_index + 1) as usize;
         self.entries.iter().skip(start).take(max).cloned().collect()
     }
 
-    /// The first index of the run of entries with the same term as `index`.
+    /// The first index of the run of entries with the same term as `index` (not before
+    /// the base).
     pub fn first_index_of_term_run(&self, index: Index) -> Index {
         let Some(term) = self.term_at(index) else {
             return index;
         };
         let mut first = index;
-        while first > 1 && self.term_at(first - 1) == Some(term) {
+        while first > self.base_index + 1 && self.term_at(first - 1) == Some(term) {
             first -= 1;
         }
         first
     }
 
-    /// The last index whose entry has `term`, if any.
+    /// The last index whose entry has `term`, if any (the base counts).
     pub fn last_index_of_term(&self, term: Term) -> Option<Index> {
         self.entries
             .iter()
             .rev()
             .find(|e| e.term == term)
             .map(|e| e.index)
+            .or((self.base_index > 0 && self.base_term == term).then_some(self.base_index))
     }
 
     /// Puts `entry` at `entry.index`, dropping any entries at or after it.
     pub fn put(&mut self, entry: Entry) -> Result<(), LogError> {
-        let len = self.entries.len() as u64;
+        let last = self.last_index();
         assert!(
-            entry.index >= 1 && entry.index <= len + 1,
-            "entry {} put after a log of {len}",
-            entry.index
+            entry.index > self.base_index && entry.index <= last + 1,
+            "entry {} put after a log that ends at {last} (base {})",
+            entry.index,
+            self.base_index
         );
         self.append_record(&Record::Entry(StoredEntry::from(&entry)))?;
-        self.entries.truncate((entry.index - 1) as usize);
+        self.entries
+            .truncate((entry.index - self.base_index - 1) as usize);
         self.entries.push(entry);
+        Ok(())
+    }
+
+    /// Makes `(index, term)` the base: every entry up to `index` is in the state machine
+    /// (which the caller has synced). Entries after it are kept if the log has the entry
+    /// at `index` with `term` (compaction, or a snapshot the log already extends), else
+    /// the whole log is dropped (a snapshot that conflicts with it or lies beyond it).
+    /// Durable when it returns; the WAL before the new base is then truncated.
+    pub fn set_base(&mut self, index: Index, term: Term) -> Result<(), LogError> {
+        assert!(index > self.base_index, "the base only moves forward");
+        let keep: Vec<Entry> = if self.term_at(index) == Some(term) {
+            self.entries_from(index + 1, usize::MAX)
+        } else {
+            Vec::new()
+        };
+        let first = self.wal.current_seq() + 1;
+        self.append_record(&Record::Base { index, term })?;
+        self.append_record(&Record::HardState {
+            term: self.term,
+            vote: self.vote.map(|v| v.0),
+        })?;
+        for e in &keep {
+            self.append_record(&Record::Entry(StoredEntry::from(e)))?;
+        }
+        self.sync()?;
+        self.base_index = index;
+        self.base_term = term;
+        self.entries = keep;
+        if first > 1 {
+            self.wal.truncate(first - 1)?;
+        }
         Ok(())
     }
 
@@ -358,7 +416,7 @@ impl DurableLog {
         self.dirty
     }
 
-    /// The log as runs of equal terms: `(term, first index, last index)`.
+    /// The log after the base as runs of equal terms: `(term, first index, last index)`.
     pub fn term_runs(&self) -> Vec<(Term, Index, Index)> {
         let mut runs: Vec<(Term, Index, Index)> = Vec::new();
         for e in &self.entries {
@@ -430,6 +488,50 @@ mod tests {
         }
         assert_eq!(log.entry(5), Some(&client(5, 3, KvOp::put("c", "5"))));
         assert_eq!(log.term_runs(), vec![(1, 1, 3), (2, 4, 4), (3, 5, 5)]);
+    }
+
+    #[test]
+    fn a_base_compacts_the_log_and_survives_a_crash_with_the_entries_after_it() {
+        let disk = SimDisk::new(DiskConfig::default(), fork(5, "disk", 0));
+        let vfs: VfsHandle = Arc::new(disk.clone());
+        let mut log = DurableLog::open(vfs.clone(), "raft/log", 1).unwrap();
+        log.set_hard_state(3, Some(NodeId(1))).unwrap();
+        for i in 1..=10 {
+            log.put(client(i, 1 + i / 5, KvOp::put("k", i.to_string())))
+                .unwrap();
+        }
+        log.sync().unwrap();
+        log.set_base(7, 2).unwrap();
+        assert_eq!(log.base(), (7, 2));
+        assert_eq!((log.last_index(), log.last_term()), (10, 3));
+        assert_eq!(log.term_at(7), Some(2));
+        assert_eq!(log.term_at(6), None, "compacted");
+        assert_eq!(log.entry(8), Some(&client(8, 2, KvOp::put("k", "8"))));
+        assert_eq!(log.entries_from(1, 10).len(), 3, "only entries after the base");
+        assert_eq!(log.first_index_of_term_run(9), 8);
+        assert_eq!(log.last_index_of_term(2), Some(9));
+        assert!(log.wal.first_seq() > 1, "the WAL before the base is truncated");
+        log.put(client(11, 3, KvOp::put("k", "11"))).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        disk.crash();
+        let mut log = DurableLog::open(vfs.clone(), "raft/log", 2).unwrap();
+        assert_eq!((log.term(), log.vote()), (3, Some(NodeId(1))));
+        assert_eq!(log.base(), (7, 2));
+        assert_eq!(log.last_index(), 11);
+        assert_eq!(log.term_runs(), vec![(2, 8, 9), (3, 10, 11)]);
+        // A snapshot beyond the log (or conflicting with it) drops every entry.
+        log.set_base(20, 4).unwrap();
+        assert_eq!((log.last_index(), log.last_term()), (20, 4));
+        assert_eq!(log.term_runs(), vec![]);
+        log.put(client(21, 4, KvOp::get("k"))).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        disk.crash();
+        let log = DurableLog::open(vfs, "raft/log", 3).unwrap();
+        assert_eq!(log.base(), (20, 4));
+        assert_eq!(log.last_index(), 21);
+        assert_eq!(log.term_at(21), Some(4));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Raft, bound to scenario files.
 
-use protocols::raft::{self, BUG_FLAGS, Bugs, Node, Settings, Timing, checker};
+use protocols::raft::{self, BUG_FLAGS, Bugs, Features, Node, ReadMode, Settings, Timing, checker};
 use serde::Deserialize;
 use sim_core::kv_workload::KvWorkload;
 use sim_core::linearizability::{HistoryOp, LinearizabilityChecker};
@@ -32,7 +32,7 @@ pub static ENTRY: ProtocolEntry = ProtocolEntry {
     workload: WorkloadKind::KeyValue,
     uses_engines: true,
     check_node_count: |_| Ok(()),
-    check_settings: |file, text| timing(file, text).map(|_| ()),
+    check_settings: |file, text| settings(file, text).map(|_| ()),
     run,
 };
 
@@ -43,10 +43,41 @@ struct SettingsFile {
     election_timeout: Option<DurationRange>,
     heartbeat_interval: Option<Duration>,
     max_entries_per_message: Option<usize>,
+    pre_vote: Option<bool>,
+    check_quorum: Option<bool>,
+    reads: Option<toml::Spanned<String>>,
+    snapshot_threshold: Option<u64>,
+    transfer_interval: Option<Duration>,
 }
 
-fn timing(file: &str, text: &str) -> Result<Timing, ScenarioError> {
+fn settings(file: &str, text: &str) -> Result<(Timing, Features), ScenarioError> {
     let raw: SettingsFile = super::read_settings(file, text)?;
+    let mut features = Features::default();
+    if let Some(on) = raw.pre_vote {
+        features.pre_vote = on;
+    }
+    if let Some(on) = raw.check_quorum {
+        features.check_quorum = on;
+    }
+    if let Some(mode) = &raw.reads {
+        features.reads = mode.get_ref().parse::<ReadMode>().map_err(|message| {
+            ScenarioError::at(file, text, Some(mode.span()), format!("[settings] reads: {message}"))
+        })?;
+    }
+    if let Some(n) = raw.snapshot_threshold {
+        features.snapshot_threshold = n;
+    }
+    if let Some(d) = raw.transfer_interval {
+        if d.0 == sim_core::SimDuration::ZERO {
+            return Err(ScenarioError::at(
+                file,
+                text,
+                None,
+                "[settings]: transfer_interval must be positive",
+            ));
+        }
+        features.transfer_interval = Some(d.0);
+    }
     let mut timing = Timing::default();
     if let Some(range) = raw.election_timeout {
         timing.election_timeout_min = range.min.0;
@@ -61,11 +92,13 @@ fn timing(file: &str, text: &str) -> Result<Timing, ScenarioError> {
     timing
         .validate()
         .map_err(|message| ScenarioError::at(file, text, None, format!("[settings]: {message}")))?;
-    Ok(timing)
+    Ok((timing, features))
 }
 
 fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioError> {
-    let timing = timing(&scenario.file, &scenario.text)?;
+    let (timing, mut features) = settings(&scenario.file, &scenario.text)?;
+    // The lease honours the scenario's bound on clock drift.
+    features.max_drift_ppm = scenario.sim.clock.max_drift_ppm;
     let bugs = Bugs::from_names(options.bug_names(scenario))
         .map_err(|e| ScenarioError::Options(e.to_string()))?;
     let mut per_node = Vec::new();
@@ -74,6 +107,7 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
             .ok_or_else(|| ScenarioError::Options(format!("unknown storage engine {name}")))?;
         per_node.push(Settings {
             timing: timing.clone(),
+            features: features.clone(),
             engine: (entry.opener)(),
         });
     }
