@@ -1,20 +1,27 @@
-//! Random put and get throughput of the key-value engines on the real file system (a
-//! temporary directory).
+//! Random put, get and range-scan throughput of the key-value engines on the real file
+//! system (a temporary directory).
 //!
-//! Run with `cargo bench -p storage --bench kv`. For each engine (Bitcask, B+tree) and
-//! sync policy (a sync after every write; explicit sync, once at the end), it puts
-//! `N` keys in a random (seeded, deterministic) order with 100-byte values, then gets
-//! them in another random order, and prints operations per second.
+//! Run with `cargo bench -p storage --bench kv` (`-- --quick` for a short run). For each
+//! engine (Bitcask, B+tree, LSM with leveled and size-tiered compaction) and sync policy
+//! (a sync after every write; explicit sync, once at the end), it puts `N` keys in a
+//! random (seeded, deterministic) order with 100-byte values (the fill), then gets them
+//! in another random order, then runs range scans of `SCAN_LEN` keys from random start
+//! keys (ordered engines only), and prints operations (scan: entries) per second.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::ops::Bound;
 use storage::bitcask::{BitcaskOpener, BitcaskOptions};
 use storage::btree::{BTreeOpener, BTreeOptions};
+
 use storage::kv::{EngineOpener, EngineSyncPolicy};
+use storage::lsm::{CompactionStrategy, LsmOpener, LsmOptions};
 use storage::vfs::real::RealFs;
 
 const VALUE_BYTES: usize = 100;
+/// Entries per range scan.
+const SCAN_LEN: usize = 100;
 
 /// A small deterministic generator (xorshift64*), so runs are comparable.
 struct Rng(u64);
@@ -60,8 +67,34 @@ fn run(opener: &dyn EngineOpener, label: &str, n: u64) -> Result<(), Box<dyn std
         assert_eq!(got.as_deref(), Some(&value[..]));
     }
     let get_secs = start.elapsed().as_secs_f64();
+    let scans = (n / 10).max(10);
+    let start = Instant::now();
+    let mut scanned = 0u64;
+    let mut supported = true;
+    for _ in 0..scans {
+        let from = key(rng.next() % n);
+        match engine.scan(Bound::Included(&from), Bound::Unbounded) {
+            Ok(iter) => {
+                for item in iter.take(SCAN_LEN) {
+                    item?;
+                    scanned += 1;
+                }
+            }
+            Err(storage::kv::EngineError::Unsupported { .. }) => {
+                supported = false;
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let scan_secs = start.elapsed().as_secs_f64();
+    let scan = if supported {
+        format!("{:>10.0} entries/s", scanned as f64 / scan_secs)
+    } else {
+        format!("{:>10} entries/s", "n/a")
+    };
     println!(
-        "{:<8} {:<26} {:>8} keys   put {:>10.0} ops/s   get {:>10.0} ops/s",
+        "{:<8} {:<40} {:>8} keys   put {:>10.0} ops/s   get {:>10.0} ops/s   scan {scan}",
         opener.name(),
         label,
         n,
@@ -101,6 +134,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         };
         run(&btree, label, n)?;
+        for compaction in [CompactionStrategy::Leveled, CompactionStrategy::SizeTiered] {
+            let lsm = LsmOpener {
+                options: LsmOptions {
+                    sync_policy: policy,
+                    compaction,
+                    ..LsmOptions::default()
+                },
+            };
+            run(&lsm, &format!("{label}, {compaction}"), n)?;
+        }
     }
     Ok(())
 }

@@ -9,5 +9,6 @@ pub mod bitcask;
 pub mod btree;
 mod codec;
 pub mod kv;
+pub mod lsm;
 pub mod vfs;
 pub mod wal;

@@ -14,6 +14,7 @@ use proptest::test_runner::FileFailurePersistence;
 use storage::bitcask::{BitcaskOpener, BitcaskOptions};
 use storage::btree::{BTreeOpener, BTreeOptions};
 use storage::kv::{EngineOpener, EngineSyncPolicy};
+use storage::lsm::{CompactionStrategy, LsmOpener, LsmOptions};
 
 /// Small files, so cases rotate and merge often.
 fn bitcask(sync_policy: EngineSyncPolicy) -> BitcaskOpener {
@@ -38,6 +39,31 @@ fn btree(sync_policy: EngineSyncPolicy) -> BTreeOpener {
         },
     }
 }
+
+/// Tiny memtables, blocks, tables and level budgets, so cases flush every few writes
+/// and compact (and, leveled, push tables down several levels) often.
+fn lsm(sync_policy: EngineSyncPolicy, compaction: CompactionStrategy) -> LsmOpener {
+    LsmOpener {
+        options: LsmOptions {
+            sync_policy,
+            compaction,
+            memtable_bytes: 600,
+            block_bytes: 128,
+            target_file_bytes: 512,
+            l0_compaction_trigger: 3,
+            level_base_bytes: 1024,
+            level_fanout: 2,
+            max_levels: 4,
+            size_tiered_min_threshold: 3,
+            size_tiered_min_bytes: 512,
+            ..LsmOptions::default()
+        },
+    }
+}
+
+/// LSM case counts per strategy (tuned to keep the suite's added time modest).
+const LSM_CRASH_CASES: u32 = 1500;
+const LSM_EVERY_WRITE_CASES: u32 = 400;
 
 fn config(cases: u32, file: &'static str) -> ProptestConfig {
     ProptestConfig {
@@ -121,5 +147,55 @@ proptest! {
     #[test]
     fn btree_model_no_crash_real_fs(ops in ops(false, 300, 40)) {
         run_case(&btree(EngineSyncPolicy::Explicit), &real_disk(), false, &ops, false)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config(LSM_CRASH_CASES, "tests/proptest-regressions/kv_conformance_lsm_leveled_crash.txt"))]
+    #[test]
+    fn lsm_leveled_crash_explicit_sync(seed in any::<u64>(), ops in ops(true, 300, 60)) {
+        crash_case(&lsm(EngineSyncPolicy::Explicit, CompactionStrategy::Leveled), false, seed, &ops)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config(LSM_EVERY_WRITE_CASES, "tests/proptest-regressions/kv_conformance_lsm_leveled_crash_every_write.txt"))]
+    #[test]
+    fn lsm_leveled_crash_sync_every_write(seed in any::<u64>(), ops in ops(true, 300, 40)) {
+        crash_case(&lsm(EngineSyncPolicy::EveryWrite, CompactionStrategy::Leveled), true, seed, &ops)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config(LSM_CRASH_CASES, "tests/proptest-regressions/kv_conformance_lsm_size_tiered_crash.txt"))]
+    #[test]
+    fn lsm_size_tiered_crash_explicit_sync(seed in any::<u64>(), ops in ops(true, 300, 60)) {
+        crash_case(&lsm(EngineSyncPolicy::Explicit, CompactionStrategy::SizeTiered), false, seed, &ops)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config(LSM_EVERY_WRITE_CASES, "tests/proptest-regressions/kv_conformance_lsm_size_tiered_crash_every_write.txt"))]
+    #[test]
+    fn lsm_size_tiered_crash_sync_every_write(seed in any::<u64>(), ops in ops(true, 300, 40)) {
+        crash_case(&lsm(EngineSyncPolicy::EveryWrite, CompactionStrategy::SizeTiered), true, seed, &ops)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config(300, "tests/proptest-regressions/kv_conformance_lsm_sim.txt"))]
+    #[test]
+    fn lsm_model_no_crash_simdisk(seed in any::<u64>(), ops in ops(false, 300, 60), leveled in any::<bool>()) {
+        let strategy = if leveled { CompactionStrategy::Leveled } else { CompactionStrategy::SizeTiered };
+        run_case(&lsm(EngineSyncPolicy::Explicit, strategy), &sim_disk(seed), false, &ops, false)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config(24, "tests/proptest-regressions/kv_conformance_lsm_real.txt"))]
+    #[test]
+    fn lsm_model_no_crash_real_fs(ops in ops(false, 300, 40), leveled in any::<bool>()) {
+        let strategy = if leveled { CompactionStrategy::Leveled } else { CompactionStrategy::SizeTiered };
+        run_case(&lsm(EngineSyncPolicy::Explicit, strategy), &real_disk(), false, &ops, false)?;
     }
 }

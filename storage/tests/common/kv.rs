@@ -214,6 +214,11 @@ impl FailVfs {
         self.budget.store(u64::MAX, Ordering::SeqCst);
     }
 
+    /// The mutating operations left before the fail point trips (`u64::MAX`: disarmed).
+    pub fn remaining(&self) -> u64 {
+        self.budget.load(Ordering::SeqCst)
+    }
+
     pub fn tripped(&self) -> bool {
         self.budget.load(Ordering::SeqCst) == 0
     }
