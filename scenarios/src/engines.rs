@@ -15,6 +15,11 @@ pub struct EngineEntry {
 /// Every engine, by name. The first is the default.
 pub static ENGINES: &[EngineEntry] = &[
     EngineEntry {
+        name: "lsm",
+        description: "LSM tree: WAL-backed memtable, SSTables with Bloom filters, a MANIFEST, leveled compaction",
+        opener: || Arc::new(storage::lsm::LsmOpener { options: simulation_lsm_options() }),
+    },
+    EngineEntry {
         name: "bitcask",
         description: "append-only data files with an in-memory keydir, hint files and crash-safe merge",
         opener: || Arc::new(storage::bitcask::BitcaskOpener::default()),
@@ -25,6 +30,19 @@ pub static ENGINES: &[EngineEntry] = &[
         opener: || Arc::new(storage::btree::BTreeOpener::default()),
     },
 ];
+
+/// The LSM's options in simulations: small memtables, tables and level budgets, so that
+/// the few kilobytes a node keeps in a run are flushed, compacted and moved down levels
+/// (the library defaults are sized for real data and would never leave the memtable).
+fn simulation_lsm_options() -> storage::lsm::LsmOptions {
+    storage::lsm::LsmOptions {
+        memtable_bytes: 8 << 10,
+        block_bytes: 1 << 10,
+        target_file_bytes: 16 << 10,
+        level_base_bytes: 32 << 10,
+        ..storage::lsm::LsmOptions::default()
+    }
+}
 
 pub fn find(name: &str) -> Option<&'static EngineEntry> {
     ENGINES.iter().find(|e| e.name == name)

@@ -72,6 +72,43 @@ fn broadcast_no_dedup_transcript_shows_the_violation() {
     insta::assert_snapshot!(text);
 }
 
+/// Three Raft nodes electing their first leader over a lossy LAN, with pre-vote: the
+/// pre-vote round, the vote, the leader's no-op and its first heartbeats and commits. No
+/// clients, so every line is the election.
+const RAFT_ELECTION: &str = r#"
+protocol = "raft"
+nodes = 3
+duration = "300ms"
+quiet_period = "0s"
+
+[network]
+latency = { distribution = "uniform", min = "1ms", max = "4ms" }
+drop = 0.1
+
+[storage]
+engines = ["lsm", "bitcask", "btree"]
+"#;
+
+#[test]
+fn raft_three_node_election_transcript() {
+    let scenario =
+        Scenario::parse("election.toml", RAFT_ELECTION, "raft-election").expect("valid scenario");
+    let filter = TraceFilter {
+        kinds: vec![
+            "start".into(),
+            "send".into(),
+            "deliver".into(),
+            "drop".into(),
+            "timer".into(),
+            "observe".into(),
+        ],
+        ..TraceFilter::default()
+    };
+    let text = transcript(&scenario, 3, &[], &filter).expect("runs");
+    assert!(text.contains("observe BecameLeader"), "{text}");
+    insta::assert_snapshot!(text);
+}
+
 /// The opening of every canonical scenario at seed 1 (the first 40 ms, then the verdict
 /// and hash of the whole run): a change in what a scenario does shows up here.
 #[test]
