@@ -534,3 +534,33 @@ fn a_key_value_run_saves_its_history_and_check_history_judges_it() {
     assert_eq!(check.status.code(), Some(2));
     assert!(stderr(&check).contains("line 1"), "{}", stderr(&check));
 }
+
+#[test]
+fn bully_reports_its_metrics_and_other_protocols_report_none() {
+    let bully = "scenarios/library/bully-partitions.toml";
+    let run = faultline(&["run", bully, "--seed", "2"]);
+    assert_eq!(run.status.code(), Some(0), "{}", stdout(&run));
+    let line = stdout(&run)
+        .lines()
+        .find(|l| l.starts_with("metrics: "))
+        .map(str::to_string)
+        .expect("a metrics line");
+    assert!(
+        line.contains("split_brain_us ") && line.contains("leaderships "),
+        "{line}"
+    );
+    let o = faultline(&["explore", bully, "--seeds", "0..4", "--jobs", "2", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let out = stdout(&o);
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let split = &v["metrics"]["split_brain_us"];
+    assert!(split["max"].as_u64().unwrap() >= split["median"].as_u64().unwrap());
+    assert!(split["total"].as_u64().unwrap() >= split["max"].as_u64().unwrap());
+    assert!(out.contains("split_brain_us: median "), "{out}");
+    // Protocols that measure nothing print and emit what they did before.
+    let run = faultline(&["run", STEADY, "--seed", "3"]);
+    assert!(!stdout(&run).contains("metrics"));
+    let o = faultline(&["explore", STEADY, "--seeds", "0..2", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).lines().last().unwrap()).unwrap();
+    assert!(v.get("metrics").is_none(), "{v}");
+}

@@ -6,5 +6,6 @@
 #![forbid(unsafe_code)]
 
 pub mod broadcast;
+pub mod bully;
 pub mod common;
 pub mod raft;

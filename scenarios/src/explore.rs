@@ -105,6 +105,8 @@ pub struct SeedOutcome {
     /// Kernel events processed (for events/s).
     pub events: u64,
     pub violations: Vec<Violation>,
+    /// What the protocol measured (see [`crate::runner::Metric`]).
+    pub metrics: Vec<crate::runner::Metric>,
 }
 
 impl SeedOutcome {
@@ -163,6 +165,7 @@ pub fn explore(
                     trace_hash: report.trace_hash,
                     events: report.stats.queue_events,
                     violations: report.violations,
+                    metrics: report.metrics,
                 };
                 if !outcome.passed() && options.stop_on_first {
                     stop.store(true, Ordering::Relaxed);

@@ -22,5 +22,5 @@ pub mod schema;
 pub mod shrink;
 
 pub use error::ScenarioError;
-pub use runner::{RunOptions, RunReport, TraceFilter, run, transcript};
+pub use runner::{Metric, RunOptions, RunReport, TraceFilter, run, transcript};
 pub use scenario::Scenario;

@@ -23,6 +23,9 @@ pub enum WorkloadKind {
     Broadcast,
     /// Key-value operations (get, put, compare-and-set, append), shaped by `keys`/`mix`.
     KeyValue,
+    /// No clients: the protocol makes its own load (the bully leader's writes to its
+    /// fenced resource). A `[workload]` table is an error.
+    None,
 }
 
 /// Everything the registry knows about one protocol.
@@ -44,7 +47,11 @@ pub struct ProtocolEntry {
 }
 
 /// Every protocol, by name.
-pub static PROTOCOLS: &[&ProtocolEntry] = &[&bindings::broadcast::ENTRY, &bindings::raft::ENTRY];
+pub static PROTOCOLS: &[&ProtocolEntry] = &[
+    &bindings::broadcast::ENTRY,
+    &bindings::raft::ENTRY,
+    &bindings::bully::ENTRY,
+];
 
 pub fn find(name: &str) -> Option<&'static ProtocolEntry> {
     PROTOCOLS.iter().copied().find(|p| p.name == name)

@@ -46,6 +46,19 @@ impl RunOptions {
     }
 }
 
+/// A quantity a protocol measures in a run (for example the bully algorithm's
+/// split-brain time), reported by `run`, `replay` and `explore --json`. Protocols that
+/// measure nothing report none, and their output is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Metric {
+    /// snake_case, with the unit in the name where it has one (`split_brain_us`).
+    pub name: &'static str,
+    pub value: u64,
+}
+
+/// Measures a finished run.
+pub(crate) type Measure<P> = Box<dyn Fn(&sim_core::RunOutput<P>) -> Vec<Metric>>;
+
 /// What one run produced, without the protocol's types.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -65,6 +78,9 @@ pub struct RunReport {
     /// The client history as JSON Lines, if asked for and the protocol has one.
     #[serde(skip)]
     pub history_jsonl: Option<String>,
+    /// What the protocol measured (empty for protocols that measure nothing).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<Metric>,
 }
 
 impl RunReport {
@@ -81,6 +97,27 @@ pub(crate) fn run_protocol<P: Process>(
     workload: Box<dyn Workload<P>>,
     checkers: Vec<Box<dyn Checker<P>>>,
     render_history: Option<fn(&sim_core::RunOutput<P>) -> String>,
+) -> Result<RunReport, ScenarioError> {
+    run_protocol_measured(
+        scenario,
+        options,
+        factory,
+        workload,
+        checkers,
+        render_history,
+        None,
+    )
+}
+
+/// [`run_protocol`], with a protocol's own measurements of the run.
+pub(crate) fn run_protocol_measured<P: Process>(
+    scenario: &Scenario,
+    options: RunOptions,
+    factory: impl FnMut(NodeId) -> P + 'static,
+    workload: Box<dyn Workload<P>>,
+    checkers: Vec<Box<dyn Checker<P>>>,
+    render_history: Option<fn(&sim_core::RunOutput<P>) -> String>,
+    measure: Option<Measure<P>>,
 ) -> Result<RunReport, ScenarioError> {
     let keep_history = options.keep_history;
     let config = scenario.sim_config(options.seed);
@@ -112,6 +149,7 @@ pub(crate) fn run_protocol<P: Process>(
     let history_jsonl = render_history
         .filter(|_| keep_history)
         .map(|render| render(&output));
+    let metrics = measure.map(|m| m(&output)).unwrap_or_default();
     Ok(RunReport {
         scenario: scenario.name.clone(),
         protocol: scenario.protocol.name,
@@ -123,6 +161,7 @@ pub(crate) fn run_protocol<P: Process>(
         end_time: output.end_time,
         realised_schedule: output.realised_schedule,
         history_jsonl,
+        metrics,
         trace_lines: output.trace_lines,
         hit_event_limit: output.hit_event_limit,
         trace_error: output.trace_error,

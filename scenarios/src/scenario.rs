@@ -145,7 +145,20 @@ impl Builder<'_> {
             sim.disk = self.disk(disk)?;
         }
         let kv_workload = self.kv_workload(protocol, raw.workload.as_ref())?;
-        sim.clients = Some(self.workload(raw.workload.map(Spanned::into_inner))?);
+        if protocol.workload == WorkloadKind::None {
+            if let Some(workload) = &raw.workload {
+                return self.error(
+                    workload.span(),
+                    format!(
+                        "protocol {} takes no client requests, so `[workload]` does not apply",
+                        protocol.name
+                    ),
+                );
+            }
+            sim.clients = None;
+        } else {
+            sim.clients = Some(self.workload(raw.workload.map(Spanned::into_inner))?);
+        }
         let engines = self.engines(protocol, raw.storage.as_ref(), n)?;
         if let Some(nemesis) = raw.nemesis {
             sim.nemesis = Some(self.nemesis(nemesis, n)?);

@@ -109,6 +109,57 @@ fn raft_three_node_election_transcript() {
     insta::assert_snapshot!(text);
 }
 
+/// A bully cluster small enough to read: a fenced resource (n0) and three members; the
+/// leader n3 crashes and comes back, pre-empting n2, which led meanwhile.
+const BULLY_SMALL: &str = r#"
+protocol = "bully"
+nodes = 4
+duration = "700ms"
+quiet_period = "0s"
+
+[settings]
+resource = 0
+coordinator_timeout = "200ms"
+
+[network]
+latency = { distribution = "uniform", min = "1ms", max = "4ms" }
+
+[[schedule]]
+at = "120ms"
+fault = "crash"
+node = 3
+
+[[schedule]]
+at = "500ms"
+fault = "restart"
+node = 3
+"#;
+
+#[test]
+fn bully_election_crash_and_preemption_transcript() {
+    let scenario = Scenario::parse("bully-small.toml", BULLY_SMALL, "bully-small").expect("valid");
+    // Heartbeats and their acknowledgements are left out so the election reads clearly.
+    let filter = TraceFilter {
+        kinds: vec![
+            "start".into(),
+            "send".into(),
+            "crash".into(),
+            "restart".into(),
+            "observe".into(),
+            "timer".into(),
+        ],
+        ..TraceFilter::default()
+    };
+    let text = transcript(&scenario, 3, &[], &filter).expect("runs");
+    let text: String = text
+        .lines()
+        .filter(|l| !l.contains(" Heartbeat {") && !l.contains(" Ack {"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(text.contains("verdict: ok"), "{text}");
+    insta::assert_snapshot!(text);
+}
+
 /// The opening of every canonical scenario at seed 1 (the first 40 ms, then the verdict
 /// and hash of the whole run): a change in what a scenario does shows up here.
 #[test]

@@ -179,8 +179,20 @@ pub fn explore(args: Args) -> anyhow::Result<Outcome> {
             );
         }
     }
+    let metrics = summarise_metrics(&outcomes);
+    if !metrics.is_empty() {
+        for (name, summary) in &metrics {
+            say!(
+                "  {name}: median {}, max {}, total {} over {} seeds",
+                summary["median"],
+                summary["max"],
+                summary["total"],
+                outcomes.len()
+            );
+        }
+    }
     if args.json {
-        let value = serde_json::json!({
+        let mut value = serde_json::json!({
             "scenario": scenario.name,
             "seeds_run": outcomes.len(),
             "failures": failures.iter().map(|f| serde_json::json!({
@@ -191,6 +203,9 @@ pub fn explore(args: Args) -> anyhow::Result<Outcome> {
             "seeds_per_sec": seeds_per_sec,
             "events_per_sec": events_per_sec,
         });
+        if !metrics.is_empty() {
+            value["metrics"] = serde_json::Value::Object(metrics.into_iter().collect());
+        }
         say!("{value}");
     }
     Ok(if failures.is_empty() {
@@ -198,4 +213,28 @@ pub fn explore(args: Args) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Violation
     })
+}
+
+/// Per metric a protocol reports: its median, maximum and total over the sweep's seeds
+/// (none for protocols that measure nothing).
+fn summarise_metrics(outcomes: &[SeedOutcome]) -> Vec<(String, serde_json::Value)> {
+    let mut by_name: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+    for o in outcomes {
+        for m in &o.metrics {
+            by_name.entry(m.name).or_default().push(m.value);
+        }
+    }
+    by_name
+        .into_iter()
+        .map(|(name, mut values)| {
+            values.sort_unstable();
+            let median = values[values.len() / 2];
+            let max = values.last().copied().unwrap_or(0);
+            let total: u64 = values.iter().sum();
+            (
+                name.to_string(),
+                serde_json::json!({ "median": median, "max": max, "total": total }),
+            )
+        })
+        .collect()
 }

@@ -203,6 +203,14 @@ fn print_summary(scenario: &Scenario, report: &RunReport) {
         s.trace_events,
         s.timers_fired
     );
+    if !report.metrics.is_empty() {
+        let metrics: Vec<String> = report
+            .metrics
+            .iter()
+            .map(|m| format!("{} {}", m.name, m.value))
+            .collect();
+        say!("metrics: {}", metrics.join(", "));
+    }
 }
 
 /// Writes the client history beside the trace: `OUT.jsonl` → `OUT.history.jsonl`.

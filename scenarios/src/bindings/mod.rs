@@ -2,6 +2,7 @@
 //! generator, checkers and registry entry.
 
 pub mod broadcast;
+pub mod bully;
 pub mod raft;
 
 use serde::Deserialize;
