@@ -511,13 +511,25 @@ fn a_key_value_run_saves_its_history_and_check_history_judges_it() {
     assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
     assert!(stdout(&check).contains("verdict: linearizable"));
 
-    // A leader answering reads locally under a partition gives a stale read.
+    // A leader answering reads locally under a partition gives a stale read, at the seed
+    // recorded for that flag.
+    let recorded = std::fs::read_to_string(
+        workspace().join("scenarios/library/raft-isolate-leader.regressions"),
+    )
+    .expect("regression file");
+    let seed = recorded
+        .split("[[failure]]")
+        .find(|f| f.contains("raft.local_read_without_quorum"))
+        .and_then(|f| f.lines().find_map(|l| l.strip_prefix("seed = ")))
+        .expect("a recorded seed")
+        .trim()
+        .to_string();
     let bad_trace = dir.path().join("bad.jsonl");
     let bad = faultline(&[
         "run",
         "scenarios/library/raft-isolate-leader.toml",
         "--seed",
-        "0",
+        &seed,
         "--bug",
         "raft.local_read_without_quorum",
         "--trace",

@@ -17,7 +17,11 @@ pub static ENGINES: &[EngineEntry] = &[
     EngineEntry {
         name: "lsm",
         description: "LSM tree: WAL-backed memtable, SSTables with Bloom filters, a MANIFEST, leveled compaction",
-        opener: || Arc::new(storage::lsm::LsmOpener { options: simulation_lsm_options() }),
+        opener: || {
+            Arc::new(storage::lsm::LsmOpener {
+                options: simulation_lsm_options(),
+            })
+        },
     },
     EngineEntry {
         name: "bitcask",

@@ -41,7 +41,12 @@ fn leader_terms(report: &RunReport) -> Vec<u64> {
         .iter()
         .map(|l| {
             let t = l.split("term: ").nth(1).expect("term");
-            t.split(',').next().unwrap().trim().parse().expect("a number")
+            t.split(',')
+                .next()
+                .unwrap()
+                .trim()
+                .parse()
+                .expect("a number")
         })
         .collect()
 }
@@ -216,7 +221,10 @@ mix = {{ get = 1 }}
             applied(&by_index)
         );
         assert!(applied(&by_log) > ok(&by_log), "seed {seed}");
-        assert!(!lines(&by_index, "ReadIndexOk").is_empty(), "followers' reads");
+        assert!(
+            !lines(&by_index, "ReadIndexOk").is_empty(),
+            "followers' reads"
+        );
     }
 }
 
@@ -300,7 +308,11 @@ mix = {{ get = 3, put = 1 }}
         let read_index = run("read-index", &text("read_index"), seed);
         // Within a lease the leader answers its own clients' reads at once; by ReadIndex
         // it always waits for a round of acknowledgements.
-        assert!(immediate_reads(&lease) > 20, "seed {seed}: {}", immediate_reads(&lease));
+        assert!(
+            immediate_reads(&lease) > 20,
+            "seed {seed}: {}",
+            immediate_reads(&lease)
+        );
         assert_eq!(immediate_reads(&read_index), 0, "seed {seed}");
     }
 }

@@ -507,10 +507,17 @@ mod tests {
         assert_eq!(log.term_at(7), Some(2));
         assert_eq!(log.term_at(6), None, "compacted");
         assert_eq!(log.entry(8), Some(&client(8, 2, KvOp::put("k", "8"))));
-        assert_eq!(log.entries_from(1, 10).len(), 3, "only entries after the base");
+        assert_eq!(
+            log.entries_from(1, 10).len(),
+            3,
+            "only entries after the base"
+        );
         assert_eq!(log.first_index_of_term_run(9), 8);
         assert_eq!(log.last_index_of_term(2), Some(9));
-        assert!(log.wal.first_seq() > 1, "the WAL before the base is truncated");
+        assert!(
+            log.wal.first_seq() > 1,
+            "the WAL before the base is truncated"
+        );
         log.put(client(11, 3, KvOp::put("k", "11"))).unwrap();
         log.sync().unwrap();
         drop(log);

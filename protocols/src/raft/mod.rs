@@ -710,9 +710,10 @@ impl Node {
                 },
             );
         }
-        // Commit everything of earlier terms by committing an entry of this one.
+        // Commit everything of earlier terms by committing an entry of this one. Its
+        // replication is the first round of heartbeats.
         self.propose(ctx, Command::Noop);
-        self.send_heartbeats(ctx);
+        self.set_heartbeat_timer(ctx);
     }
 
     fn on_pre_vote(
@@ -1145,7 +1146,13 @@ impl Node {
 
     /// The common part of `AppendEntries` and `InstallSnapshot`: a stale leader is told
     /// the current term (false); a current one is followed.
-    fn accept_leader(&mut self, ctx: &mut Ctx<'_, Self>, from: NodeId, term: Term, round: u64) -> bool {
+    fn accept_leader(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        from: NodeId,
+        term: Term,
+        round: u64,
+    ) -> bool {
         let current = self.term();
         if term < current {
             ctx.send(
@@ -1481,9 +1488,7 @@ impl Process for Node {
         }
         match timer {
             Timer::Election { generation } => {
-                if generation == self.election_generation
-                    && !matches!(self.role, Role::Leader(_))
-                {
+                if generation == self.election_generation && !matches!(self.role, Role::Leader(_)) {
                     self.on_election_timeout(ctx);
                 }
             }
@@ -1501,8 +1506,7 @@ impl Process for Node {
                 self.sync(ctx);
             }
             Timer::Transfer { generation } => {
-                if generation == self.heartbeat_generation && matches!(self.role, Role::Leader(_))
-                {
+                if generation == self.heartbeat_generation && matches!(self.role, Role::Leader(_)) {
                     self.start_transfer(ctx);
                     if let Some(interval) = self.settings.features.transfer_interval {
                         ctx.set_timer(interval, Timer::Transfer { generation });

@@ -86,7 +86,11 @@ impl Node {
             }
         }
         // Older rounds can no longer extend the lease.
-        while l.round_sent.first_key_value().is_some_and(|(&r, _)| r < confirmed) {
+        while l
+            .round_sent
+            .first_key_value()
+            .is_some_and(|(&r, _)| r < confirmed)
+        {
             l.round_sent.pop_first();
         }
     }

@@ -168,7 +168,8 @@ impl StateMachine {
         {
             let (key, value) = pair?;
             if let Some(k) = key.strip_prefix(DATA_PREFIX) {
-                let (Ok(key), Ok(value)) = (String::from_utf8(k.to_vec()), String::from_utf8(value))
+                let (Ok(key), Ok(value)) =
+                    (String::from_utf8(k.to_vec()), String::from_utf8(value))
                 else {
                     return Err(self.corrupt("a data key or value is not UTF-8".into()));
                 };

@@ -61,7 +61,12 @@ fn settings(file: &str, text: &str) -> Result<(Timing, Features), ScenarioError>
     }
     if let Some(mode) = &raw.reads {
         features.reads = mode.get_ref().parse::<ReadMode>().map_err(|message| {
-            ScenarioError::at(file, text, Some(mode.span()), format!("[settings] reads: {message}"))
+            ScenarioError::at(
+                file,
+                text,
+                Some(mode.span()),
+                format!("[settings] reads: {message}"),
+            )
         })?;
     }
     if let Some(n) = raw.snapshot_threshold {
