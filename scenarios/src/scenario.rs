@@ -627,6 +627,7 @@ impl Builder<'_> {
             }
             config.partition_shapes = kinds;
         }
+        config.aim_at_leader = file.aim_at_leader;
         if let Err(message) = config.validate() {
             return Err(ScenarioError::at(self.file, self.text, Some(span), message));
         }

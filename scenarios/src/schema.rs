@@ -230,6 +230,8 @@ pub struct NemesisFile {
     pub max_down: Option<u32>,
     pub clog_delay: Option<Duration>,
     pub partition_shapes: Option<Vec<ShapeName>>,
+    #[serde(default)]
+    pub aim_at_leader: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

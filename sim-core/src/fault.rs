@@ -140,6 +140,9 @@ pub struct NemesisConfig {
     pub clog_delay: SimDuration,
     /// Partition shapes to choose from.
     pub partition_shapes: Vec<PartitionShapeKind>,
+    /// Crashes and pauses hit the node that believes it leads (through
+    /// `Process::is_leader`), or a random node when none does.
+    pub aim_at_leader: bool,
 }
 
 /// Partition shapes the nemesis picks among (node-specific ones pick their node at random).
@@ -176,6 +179,7 @@ impl Default for NemesisConfig {
             max_down: None,
             clog_delay: SimDuration::from_millis(200),
             partition_shapes: PartitionShapeKind::ALL.to_vec(),
+            aim_at_leader: false,
         }
     }
 }

@@ -795,7 +795,10 @@ impl<P: Process> Simulation<P> {
                 if candidates.is_empty() || self.nodes_down() >= max_down {
                     return;
                 }
-                let node = candidates[self.nemesis_rng.random_range(0..candidates.len())];
+                let node = match self.leader() {
+                    Some(leader) if nemesis.aim_at_leader => leader,
+                    _ => candidates[self.nemesis_rng.random_range(0..candidates.len())],
+                };
                 let (start, revert) = if kind == FaultKind::Crash {
                     (Fault::Crash { node }, Fault::Restart { node })
                 } else {

@@ -160,6 +160,58 @@ fn bully_election_crash_and_preemption_transcript() {
     insta::assert_snapshot!(text);
 }
 
+/// Three Multi-Paxos nodes: phase 1 once, a client's writes decided in phase 2 only,
+/// then the leader crashes; the next proposer's phase 1 recovers the accepted values from
+/// the promises and re-proposes them with its higher ballot. Heartbeats are left out.
+const PAXOS_SMALL: &str = r#"
+protocol = "paxos"
+nodes = 3
+duration = "700ms"
+quiet_period = "0s"
+
+[network]
+latency = { distribution = "uniform", min = "1ms", max = "4ms" }
+
+[workload]
+clients = 1
+think = { min = "40ms", max = "60ms" }
+timeout = "300ms"
+keys = 2
+
+[storage]
+engines = ["lsm", "bitcask", "btree"]
+
+[[schedule]]
+at = "300ms"
+fault = "crash"
+node = 0
+"#;
+
+#[test]
+fn paxos_phase_one_once_then_leader_crash_transcript() {
+    let scenario = Scenario::parse("paxos-small.toml", PAXOS_SMALL, "paxos-small").expect("valid");
+    let filter = TraceFilter {
+        kinds: vec![
+            "start".into(),
+            "send".into(),
+            "crash".into(),
+            "observe".into(),
+            "invoke".into(),
+            "complete".into(),
+        ],
+        ..TraceFilter::default()
+    };
+    let text = transcript(&scenario, 2, &[], &filter).expect("runs");
+    let text: String = text
+        .lines()
+        .filter(|l| !l.contains(" Heartbeat {") && !l.contains(" HeartbeatOk {"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(text.contains("verdict: ok"), "{text}");
+    assert!(text.contains("observe BecameLeader"), "{text}");
+    insta::assert_snapshot!(text);
+}
+
 /// The opening of every canonical scenario at seed 1 (the first 40 ms, then the verdict
 /// and hash of the whole run): a change in what a scenario does shows up here.
 #[test]

@@ -235,6 +235,62 @@ impl StateMachine {
         Ok(request.apply_to(current.as_deref()).0)
     }
 
+    /// Applies a batch of client requests as the position `index` (tagged `term`) after
+    /// the last applied one, in one atomic engine batch: Multi-Paxos applies a decided
+    /// slot this way. Each request's result is returned with whether it took effect now
+    /// (`false`: it had been applied before, at an earlier position or earlier in this
+    /// batch, and the recorded result is returned without a second effect).
+    pub fn apply_batch(
+        &mut self,
+        index: Index,
+        term: Term,
+        requests: &[(OpId, &KvOp)],
+    ) -> Result<Vec<(KvResult, bool)>, EngineError> {
+        assert_eq!(index, self.applied + 1, "positions are applied in order");
+        let mut batch = WriteBatch::new();
+        // Values and results written earlier in this batch, which the engine does not
+        // hold yet.
+        let mut values: std::collections::BTreeMap<&str, Option<String>> =
+            std::collections::BTreeMap::new();
+        let mut sessions: std::collections::BTreeMap<OpId, KvResult> =
+            std::collections::BTreeMap::new();
+        let mut results = Vec::with_capacity(requests.len());
+        for &(op, request) in requests {
+            if let Some(result) = sessions.get(&op) {
+                results.push((result.clone(), false));
+                continue;
+            }
+            if let Some(bytes) = self.engine.get(&session_key(op))? {
+                let stored: StoredResult = postcard::from_bytes(&bytes)
+                    .map_err(|e| self.corrupt(format!("recorded result of {op}: {e}")))?;
+                results.push((KvResult::from(stored), false));
+                continue;
+            }
+            let key = request.key();
+            let current = match values.get(key) {
+                Some(v) => v.clone(),
+                None => self.value(key)?,
+            };
+            let (result, new_value) = request.apply_to(current.as_deref());
+            if let Some(value) = new_value
+                && Some(value.as_str()) != current.as_deref()
+            {
+                batch.put(data_key(key), value.clone().into_bytes());
+                values.insert(key, Some(value));
+            }
+            let recorded = postcard::to_allocvec(&StoredResult::from(&result))
+                .map_err(|e| EngineError::Other(format!("encode result of {op}: {e}")))?;
+            batch.put(session_key(op), recorded);
+            sessions.insert(op, result.clone());
+            results.push((result, true));
+        }
+        batch.put(APPLIED_KEY.to_vec(), Self::applied_record(index, term));
+        self.engine.write_batch(&batch)?;
+        self.applied = index;
+        self.applied_term = term;
+        Ok(results)
+    }
+
     /// Applies the entry after the last applied one; returns the client's result for a
     /// client command.
     pub fn apply(&mut self, entry: &Entry) -> Result<Option<KvResult>, EngineError> {
