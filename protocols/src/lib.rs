@@ -9,3 +9,4 @@ pub mod broadcast;
 pub mod bully;
 pub mod common;
 pub mod raft;
+pub mod two_pc;

@@ -4,6 +4,7 @@
 pub mod broadcast;
 pub mod bully;
 pub mod raft;
+pub mod two_pc;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
