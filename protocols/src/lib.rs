@@ -10,3 +10,4 @@ pub mod bully;
 pub mod common;
 pub mod paxos;
 pub mod raft;
+pub mod two_pc;

@@ -60,3 +60,34 @@ pub fn names() -> Vec<&'static str> {
 pub fn default_engine() -> &'static str {
     ENGINES.first().map_or("none", |e| e.name)
 }
+
+/// The engine `name` with its simulation options but the given sync policy: protocols
+/// that sync explicitly, before they reveal, open their engines with
+/// [`EngineSyncPolicy::Explicit`] so an unsynced write can be lost in a crash.
+pub fn opener_with_sync_policy(
+    name: &str,
+    policy: storage::kv::EngineSyncPolicy,
+) -> Option<Arc<dyn EngineOpener>> {
+    let opener: Arc<dyn EngineOpener> = match name {
+        "lsm" => Arc::new(storage::lsm::LsmOpener {
+            options: storage::lsm::LsmOptions {
+                sync_policy: policy,
+                ..simulation_lsm_options()
+            },
+        }),
+        "bitcask" => Arc::new(storage::bitcask::BitcaskOpener {
+            options: storage::bitcask::BitcaskOptions {
+                sync_policy: policy,
+                ..Default::default()
+            },
+        }),
+        "btree" => Arc::new(storage::btree::BTreeOpener {
+            options: storage::btree::BTreeOptions {
+                sync_policy: policy,
+                ..Default::default()
+            },
+        }),
+        _ => return None,
+    };
+    Some(opener)
+}

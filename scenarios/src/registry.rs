@@ -23,6 +23,9 @@ pub enum WorkloadKind {
     Broadcast,
     /// Key-value operations (get, put, compare-and-set, append), shaped by `keys`/`mix`.
     KeyValue,
+    /// Bank transactions (transfers between accounts, read-all), shaped by the
+    /// protocol's `[settings]` (two-phase commit).
+    Bank,
     /// No clients: the protocol makes its own load (the bully leader's writes to its
     /// fenced resource). A `[workload]` table is an error.
     None,
@@ -52,6 +55,7 @@ pub static PROTOCOLS: &[&ProtocolEntry] = &[
     &bindings::raft::ENTRY,
     &bindings::bully::ENTRY,
     &bindings::paxos::ENTRY,
+    &bindings::two_pc::ENTRY,
 ];
 
 pub fn find(name: &str) -> Option<&'static ProtocolEntry> {

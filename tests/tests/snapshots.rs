@@ -233,3 +233,67 @@ fn canonical_scenario_openings() {
         insta::assert_snapshot!(format!("opening-{}", scenario.name), text);
     }
 }
+
+/// A 2PC cluster small enough to read: three shards, one client, transfers and a
+/// read-all over four accounts; the coordinator n0 crashes inside its decision window
+/// (after forcing the commit record of T0.1.3, before sending it): n2 stays prepared,
+/// holding its locks (a later transfer is refused), asks, and commits once the restarted
+/// n0 finds the record on its disk and re-sends it.
+const TWO_PC_SMALL: &str = r#"
+protocol = "two_pc"
+nodes = 3
+duration = "560ms"
+quiet_period = "260ms"
+
+[settings]
+accounts = 4
+decision_send_delay = "30ms"
+
+[network]
+latency = { distribution = "uniform", min = "1ms", max = "4ms" }
+
+[workload]
+clients = 1
+think = { min = "20ms", max = "40ms" }
+timeout = "1s"
+
+[storage]
+engine = "btree"
+
+[[schedule]]
+at = "200ms"
+fault = "crash"
+node = 0
+
+[[schedule]]
+at = "260ms"
+fault = "restart"
+node = 0
+"#;
+
+#[test]
+fn two_pc_transactions_and_a_coordinator_crash_transcript() {
+    let scenario =
+        Scenario::parse("two_pc-small.toml", TWO_PC_SMALL, "two_pc-small").expect("valid");
+    // Messages are left out (the observations say what each node did and decided).
+    let filter = TraceFilter {
+        kinds: vec![
+            "start".into(),
+            "crash".into(),
+            "restart".into(),
+            "observe".into(),
+            "timer".into(),
+            "invoke".into(),
+            "complete".into(),
+        ],
+        ..TraceFilter::default()
+    };
+    let text = transcript(&scenario, 2, &[], &filter).expect("runs");
+    assert!(text.contains("verdict: ok"), "{text}");
+    // n0 restarts holding a commit it forced but never sent, and re-sends it.
+    assert!(
+        text.contains("n0 observe Started { epoch: 2, decisions: [T0.1."),
+        "{text}"
+    );
+    insta::assert_snapshot!(text);
+}

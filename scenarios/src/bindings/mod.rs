@@ -5,6 +5,7 @@ pub mod broadcast;
 pub mod bully;
 pub mod paxos;
 pub mod raft;
+pub mod two_pc;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
