@@ -10,7 +10,8 @@
 //!   since accepting at a ballot promises it (`maxBal` in Lamport's specification) —
 //!   never goes down, across restarts: it promises and accepts at no lower ballot.
 //! - **Ballot uniqueness**: no node starts phase 1 twice with the same ballot, across
-//!   restarts.
+//!   restarts; and a ballot's leader proposes one value per slot (Phase 2a), which the
+//!   followers' learning rule relies on.
 //!
 //! Client-visible behaviour is judged separately by the linearizability checker.
 
@@ -59,12 +60,35 @@ impl Checker<Node> for InvariantChecker {
         let mut effect: BTreeMap<OpId, (Slot, NodeId)> = BTreeMap::new();
         // node -> (highest ballot promised, incarnation, time).
         let mut promised: BTreeMap<NodeId, (Ballot, u32, SimTime)> = BTreeMap::new();
+        // (slot, ballot) -> (digest, time) of the value proposed there.
+        let mut proposals: BTreeMap<(Slot, Ballot), (u64, SimTime)> = BTreeMap::new();
         // (node, ballot) -> (incarnation, time) of the phase 1 that used it.
         let mut ballots: BTreeMap<(NodeId, Ballot), (u32, SimTime)> = BTreeMap::new();
         for o in &run.observations {
             match &o.obs {
-                Observation::Proposed { slot, digest, .. } => {
+                Observation::Proposed {
+                    slot,
+                    ballot,
+                    digest,
+                } => {
                     proposed.entry(*slot).or_default().push(*digest);
+                    match proposals.get(&(*slot, *ballot)) {
+                        Some(&(d, at)) if d != *digest => violations.push(violation(
+                            "two_proposals_in_a_ballot",
+                            "ballot uniqueness",
+                            format!(
+                                "{} proposed in slot {slot} at ballot {ballot} a value (digest {digest:016x}) \
+                                 other than the one proposed there at {at} (digest {d:016x})",
+                                o.node
+                            ),
+                            o.time,
+                            vec![o.node],
+                        )),
+                        Some(_) => {}
+                        None => {
+                            proposals.insert((*slot, *ballot), (*digest, o.time));
+                        }
+                    }
                 }
                 Observation::Applied {
                     slot,
@@ -215,7 +239,9 @@ pub const LIVENESS: &str = "paxos_liveness";
 
 /// Bounded liveness in the quiet phase: once faults are healed and every node restarted,
 /// and `settle` has passed (time for a leader to be chosen and known), every client
-/// operation completes `ok` — none fails or times out.
+/// operation completes `ok` — none fails or times out — and replicas converge: every
+/// node up at the end has applied every slot any node had applied `settle` before the
+/// end.
 #[derive(Debug)]
 pub struct LivenessChecker {
     pub settle: sim_core::SimDuration,
@@ -231,6 +257,7 @@ impl Checker<Node> for LivenessChecker {
         if run.quiet_from >= run.end_time || from >= run.end_time {
             return Vec::new();
         }
+        let mut violations = self.convergence(run);
         let mut late = run
             .history
             .operations
@@ -242,9 +269,8 @@ impl Checker<Node> for LivenessChecker {
                 }
                 _ => None,
             });
-        match late.next() {
-            None => Vec::new(),
-            Some((op, at, why)) => vec![Violation {
+        if let Some((op, at, why)) = late.next() {
+            violations.push(Violation {
                 checker: LIVENESS,
                 kind: "no_progress".to_string(),
                 property: "bounded liveness",
@@ -260,7 +286,54 @@ impl Checker<Node> for LivenessChecker {
                 ),
                 time: Some(at),
                 nodes: vec![op.node],
-            }],
+            });
         }
+        violations
+    }
+}
+
+impl LivenessChecker {
+    fn convergence(&self, run: &RunOutput<Node>) -> Vec<Violation> {
+        let Some(cutoff) = run.end_time.0.checked_sub(self.settle.as_micros()) else {
+            return Vec::new();
+        };
+        let mut target: Option<(Slot, NodeId)> = None;
+        let mut reached: BTreeMap<NodeId, Slot> = BTreeMap::new();
+        for o in &run.observations {
+            let slot = match &o.obs {
+                Observation::Applied { slot, .. } | Observation::SnapshotInstalled { slot } => {
+                    *slot
+                }
+                _ => continue,
+            };
+            if o.time.0 <= cutoff && target.is_none_or(|(t, _)| slot > t) {
+                target = Some((slot, o.node));
+            }
+            let r = reached.entry(o.node).or_insert(0);
+            *r = (*r).max(slot);
+        }
+        let Some((target, by)) = target else {
+            return Vec::new();
+        };
+        let mut violations = Vec::new();
+        for (i, status) in run.final_status.iter().enumerate() {
+            let node = NodeId(i as u32);
+            let at = reached.get(&node).copied().unwrap_or(0);
+            if *status == sim_core::NodeStatus::Up && at < target {
+                violations.push(Violation {
+                    checker: LIVENESS,
+                    kind: "replicas_diverge".to_string(),
+                    property: "bounded liveness",
+                    message: format!(
+                        "{node} is up at the end but applied only up to slot {at}; {by} had applied \
+                         slot {target} {} before the end",
+                        self.settle
+                    ),
+                    time: Some(run.end_time),
+                    nodes: vec![node, by],
+                });
+            }
+        }
+        violations
     }
 }

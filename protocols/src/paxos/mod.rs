@@ -397,6 +397,8 @@ struct Leading {
     /// The promiser with the highest base, which holds the decided slots this leader
     /// lacks (if it lacks any).
     catch_up_from: NodeId,
+    /// Per node: the applied slot its latest heartbeat reply reported.
+    peer_applied: Vec<Slot>,
 }
 
 #[derive(Debug)]
@@ -547,19 +549,25 @@ impl Node {
         self.max_round = self.max_round.max(ballot.round);
     }
 
-    /// Whether this node refuses another proposer's `Prepare` because it heard from a
-    /// leader within the minimum leader timeout (lease mode only; a leader always has).
-    fn sticky(&self, now: SimTime, from: NodeId) -> bool {
+    /// Whether this node refuses every `Prepare` because it heard from a leader within
+    /// the minimum leader timeout (lease mode only; a leader always has). No proposer is
+    /// exempt, not even the one followed: the lease a heartbeat acknowledgement helped
+    /// give may belong to another leader than the one followed now.
+    fn sticky(&self, now: SimTime) -> bool {
         if self.config().reads != ReadMode::Lease {
             return false;
         }
-        if matches!(self.role, Role::Leading(_)) {
-            return true;
-        }
-        self.leader.is_none_or(|b| b.leader() != from)
-            && self
+        matches!(self.role, Role::Leading(_))
+            || self
                 .leader_contact
                 .is_some_and(|t| now < t + self.config().leader_timeout_min)
+    }
+
+    /// The lowest ballot whose leader this node answers: its promise, and the ballot of
+    /// the leader it follows (a delayed heartbeat or accept of an older leader is refused
+    /// rather than followed).
+    fn floor(&self) -> Ballot {
+        self.promised().max(self.leader.unwrap_or(Ballot::ZERO))
     }
 
     /// Gives up leading or preparing. A leader's unproposed requests are answered: its
@@ -678,7 +686,7 @@ impl Node {
         from: Slot,
     ) {
         self.saw(ballot);
-        if self.sticky(ctx.now(), from_node) && self.own_ballot() != Some(ballot) {
+        if self.sticky(ctx.now()) && self.own_ballot() != Some(ballot) {
             return;
         }
         let promised = self.promised();
@@ -824,6 +832,7 @@ impl Node {
             since: now,
             lease_until: None,
             catch_up_from: base_holder,
+            peer_applied: vec![0; n],
         }));
         self.leader = Some(ballot);
         if !self.sync(ctx) {
@@ -940,9 +949,15 @@ impl Node {
         commit: Slot,
     ) {
         self.saw(ballot);
-        let promised = self.promised();
-        if ballot < promised {
-            ctx.send(from, Msg::Nack { ballot, promised });
+        let floor = self.floor();
+        if ballot < floor {
+            ctx.send(
+                from,
+                Msg::Nack {
+                    ballot,
+                    promised: floor,
+                },
+            );
             return;
         }
         self.follow(ctx, ballot);
@@ -951,7 +966,10 @@ impl Node {
             return;
         };
         if slot <= d.acceptor.base() {
-            // Decided and compacted here; the leader will learn that from others.
+            // Decided, applied and compacted here: whatever this leader proposes in it is
+            // the decided value (it ran phase 1 over the slot), so it may count this
+            // acceptor; the acceptor has nothing left to record.
+            ctx.send(from, Msg::Accepted { ballot, slot });
             return self.learn(ctx, ballot, commit);
         }
         if d.acceptor.accepted(slot).is_some_and(|(b, _)| *b == ballot) {
@@ -1175,7 +1193,13 @@ impl Node {
                 return self.become_follower(ctx, "no majority heard within the leader timeout");
             }
         }
-        let behind = (l.catch_up_from != me).then_some(l.catch_up_from);
+        // Fetch missing slots from the peer furthest ahead (its heartbeat replies say), or
+        // else from the promiser with the highest base.
+        let ahead = (0..l.peer_applied.len())
+            .filter(|&i| i != me.index() && l.peer_applied[i] > commit)
+            .max_by_key(|&i| (l.peer_applied[i], std::cmp::Reverse(i)))
+            .map(|i| NodeId(i as u32));
+        let behind = ahead.or((l.catch_up_from != me).then_some(l.catch_up_from));
         l.round += 1;
         l.acked[me.index()] = l.round;
         l.round_sent.insert(l.round, now);
@@ -1227,9 +1251,15 @@ impl Node {
         round: u64,
     ) {
         self.saw(ballot);
-        let promised = self.promised();
-        if ballot < promised {
-            ctx.send(from, Msg::Nack { ballot, promised });
+        let floor = self.floor();
+        if ballot < floor {
+            ctx.send(
+                from,
+                Msg::Nack {
+                    ballot,
+                    promised: floor,
+                },
+            );
             return;
         }
         self.follow(ctx, ballot);
@@ -1250,6 +1280,7 @@ impl Node {
         from: NodeId,
         ballot: Ballot,
         round: u64,
+        applied: Slot,
     ) {
         let now = ctx.now();
         let quorum = Self::quorum(ctx);
@@ -1263,6 +1294,7 @@ impl Node {
         }
         l.acked[from.index()] = l.acked[from.index()].max(round);
         l.last_heard[from.index()] = Some(now);
+        l.peer_applied[from.index()] = applied;
         if !lease {
             return;
         }
@@ -1415,9 +1447,11 @@ impl Process for Node {
                 commit,
                 round,
             } => self.on_heartbeat(ctx, from, ballot, commit, round),
-            Msg::HeartbeatOk { ballot, round, .. } => {
-                self.on_heartbeat_ok(ctx, from, ballot, round)
-            }
+            Msg::HeartbeatOk {
+                ballot,
+                round,
+                applied,
+            } => self.on_heartbeat_ok(ctx, from, ballot, round, applied),
             Msg::CatchUp { from: slot } => self.on_catch_up(ctx, from, slot),
             Msg::Decided { entries } => self.on_decided(ctx, entries),
             Msg::Snapshot { snapshot } => self.on_snapshot(ctx, snapshot),

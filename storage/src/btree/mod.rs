@@ -19,8 +19,10 @@ use crate::codec::Poison;
 
 mod page;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use page::{FIRST_DATA_PAGE, META_LEN, PAGE_HEADER_LEN, SUPERBLOCK_SLOT_BYTES};
 pub use page::{Meta, NO_PAGE, Node, Superblock};
@@ -141,9 +143,17 @@ pub struct BTree {
     logged_pages: usize,
     /// The pages on the free list (detects double frees).
     free_set: BTreeSet<u32>,
+    /// Decoded nodes of the current state, so a lookup does not re-read and re-check a
+    /// page it read before. Filled on read, updated with every logged operation's pages,
+    /// emptied when it reaches `CACHE_PAGES` (a cheap bound; the working set of the
+    /// simulator's stores is far smaller).
+    cache: RefCell<BTreeMap<u32, Arc<Node>>>,
     poisoned: Poison,
     recovery: BTreeRecovery,
 }
+
+/// At most this many decoded nodes are cached.
+const CACHE_PAGES: usize = 4096;
 
 impl std::fmt::Debug for BTree {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -339,6 +349,7 @@ impl BTree {
             dirty: BTreeMap::new(),
             logged_pages: 0,
             free_set: BTreeSet::new(),
+            cache: RefCell::new(BTreeMap::new()),
             poisoned: Poison::default(),
             recovery,
         };
@@ -418,9 +429,28 @@ impl BTree {
         if page_no < FIRST_DATA_PAGE || page_no >= self.meta.page_count {
             return Err(self.corrupt_page(page_no, "page number out of range"));
         }
+        self.shared_node(page_no).map(Arc::unwrap_or_clone)
+    }
+
+    /// [`read_node`](Self::read_node), shared with the cache (no copy of its entries).
+    fn shared_node(&self, page_no: u32) -> Result<Arc<Node>, EngineError> {
+        if page_no < FIRST_DATA_PAGE || page_no >= self.meta.page_count {
+            return Err(self.corrupt_page(page_no, "page number out of range"));
+        }
+        if let Some(node) = self.cache.borrow().get(&page_no) {
+            return Ok(Arc::clone(node));
+        }
         let decode = |b: &[u8]| {
-            Node::decode(b, page_no, self.meta.page_count)
-                .map_err(|d| self.corrupt_page(page_no, d))
+            let node = Arc::new(
+                Node::decode(b, page_no, self.meta.page_count)
+                    .map_err(|d| self.corrupt_page(page_no, d))?,
+            );
+            let mut cache = self.cache.borrow_mut();
+            if cache.len() >= CACHE_PAGES {
+                cache.clear();
+            }
+            cache.insert(page_no, Arc::clone(&node));
+            Ok(node)
         };
         if let Some(image) = self.dirty.get(&page_no) {
             return decode(image);
@@ -451,7 +481,14 @@ impl BTree {
                 if page_no >= txn.meta.page_count {
                     return Err(self.corrupt_page(page_no, "page number out of range"));
                 }
-                self.read_node(page_no)
+                // An operation reads a node to change it: a leaf leaves the cache (so it
+                // is not copied; the new version comes back when the operation is
+                // logged), an internal node, small and read on every path, stays.
+                let node = self.shared_node(page_no)?;
+                if matches!(node.as_ref(), Node::Leaf { .. }) {
+                    self.cache.borrow_mut().remove(&page_no);
+                }
+                Ok(Arc::unwrap_or_clone(node))
             }
         }
     }
@@ -504,7 +541,7 @@ impl BTree {
     }
 
     /// Logs an operation as one WAL batch and makes it the current state.
-    fn log_txn(&mut self, txn: Txn) -> Result<(), EngineError> {
+    fn log_txn(&mut self, mut txn: Txn) -> Result<(), EngineError> {
         if txn.pages.is_empty() && txn.meta == self.meta {
             return Ok(());
         }
@@ -547,6 +584,16 @@ impl BTree {
             let page_count = t.meta.page_count;
             t.free_set.retain(|&p| p < page_count);
             t.dirty.retain(|&p, _| p < page_count);
+            let cache = t.cache.get_mut();
+            if cache.len() + txn.pages.len() > CACHE_PAGES {
+                cache.clear();
+            }
+            cache.extend(
+                std::mem::take(&mut txn.pages)
+                    .into_iter()
+                    .map(|(p, n)| (p, Arc::new(n))),
+            );
+            cache.retain(|&p, _| p < page_count);
             t.logged_pages += payloads.len() - 1;
             Ok(())
         })
@@ -1378,7 +1425,28 @@ impl KvEngine for BTree {
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         self.usable()?;
-        let (_, entries, _) = self.find_leaf(Some(key))?;
+        // The descent of `find_leaf`, on the cached nodes without copying them.
+        let mut p = self.meta.root;
+        for _ in 1..self.meta.height {
+            let node = self.shared_node(p)?;
+            let Node::Internal { keys, children } = node.as_ref() else {
+                return Err(self.corrupt_page(
+                    p,
+                    &format!(
+                        "expected an internal node, found a {} page",
+                        node.type_name()
+                    ),
+                ));
+            };
+            p = children[keys.partition_point(|s| s.as_slice() <= key)];
+        }
+        let node = self.shared_node(p)?;
+        let Node::Leaf { entries, .. } = node.as_ref() else {
+            return Err(self.corrupt_page(
+                p,
+                &format!("expected a leaf, found a {} page", node.type_name()),
+            ));
+        };
         Ok(entries
             .binary_search_by(|(k, _)| k.as_slice().cmp(key))
             .ok()
