@@ -8,4 +8,5 @@
 pub mod broadcast;
 pub mod bully;
 pub mod common;
+pub mod gossip;
 pub mod raft;

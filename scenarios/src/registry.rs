@@ -51,6 +51,7 @@ pub static PROTOCOLS: &[&ProtocolEntry] = &[
     &bindings::broadcast::ENTRY,
     &bindings::raft::ENTRY,
     &bindings::bully::ENTRY,
+    &bindings::gossip::ENTRY,
 ];
 
 pub fn find(name: &str) -> Option<&'static ProtocolEntry> {

@@ -3,6 +3,7 @@
 
 pub mod broadcast;
 pub mod bully;
+pub mod gossip;
 pub mod raft;
 
 use serde::Deserialize;
