@@ -188,3 +188,47 @@ fn canonical_scenario_openings() {
         insta::assert_snapshot!(format!("opening-{}", scenario.name), text);
     }
 }
+
+/// Five SWIM members on clean links: n4 crashes at 1 s and stays down; its prober's
+/// ping and ping-reqs go unanswered, it is suspected, the suspicion spreads and
+/// runs out, and every member declares it dead. Only the membership changes are kept.
+const GOSSIP_SMALL: &str = r#"
+protocol = "gossip"
+nodes = 5
+duration = "6s"
+quiet_period = "1s"
+
+[settings]
+probe_interval = "100ms"
+ack_timeout = "20ms"
+cleanup = "2s"
+
+[network]
+latency = { distribution = "uniform", min = "1ms", max = "4ms" }
+
+[[schedule]]
+at = "1s"
+fault = "crash"
+node = 4
+"#;
+
+#[test]
+fn gossip_swim_crash_suspicion_and_confirmation_transcript() {
+    let scenario =
+        Scenario::parse("gossip-small.toml", GOSSIP_SMALL, "gossip-small").expect("valid");
+    let filter = TraceFilter {
+        kinds: vec!["start".into(), "crash".into(), "observe".into()],
+        ..TraceFilter::default()
+    };
+    let text = transcript(&scenario, 2, &[], &filter).expect("runs");
+    // The join (every member learning every other alive at incarnation 1) is left out.
+    let text: String = text
+        .lines()
+        .filter(|l| !(l.contains("state: Alive, incarnation: 1") && l.contains(" observe View")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(text.contains("verdict: ok"), "{text}");
+    assert!(text.contains("member: NodeId(4), state: Suspect"), "{text}");
+    assert!(text.contains("member: NodeId(4), state: Dead"), "{text}");
+    insta::assert_snapshot!(text);
+}

@@ -565,6 +565,10 @@ pub(crate) fn start_incarnation(
 struct Entry {
     state: State,
     incarnation: Incarnation,
+    /// For SUSPECT and DEAD: the member whose own probe failed (the accuser), which is
+    /// what a push-pull slice reports, so that relaying a suspicion never counts as an
+    /// independent confirmation of it (Lifeguard).
+    by: NodeId,
     suspicion: Option<Suspicion>,
 }
 
@@ -586,44 +590,55 @@ struct Probe {
 }
 
 /// Updates waiting to be piggybacked, at most one per member (the newest), sent
-/// fewest-times-first, newest first among equals.
+/// fewest-times-first, newest first among equals (memberlist's transmit-limited queue),
+/// with one addition: *urgent* updates — SUSPECT, DEAD, LEFT and an ALIVE that supersedes
+/// a known state (a refutation or a rejoin) — go before *news* (the ALIVE of a member the
+/// node had not heard of). A refutation races the suspicion timeouts of the whole group,
+/// a join has no deadline; when hundreds of members join at once the news would
+/// otherwise hold a fresh refutation back for seconds.
 #[derive(Debug, Default)]
 struct Broadcasts {
-    order: BTreeSet<(u32, u64, NodeId)>,
-    by_node: BTreeMap<NodeId, (u32, u64, Update)>,
+    /// (class: 0 urgent, 1 news; times sent; newest first; member).
+    order: BTreeSet<(u8, u32, u64, NodeId)>,
+    by_node: BTreeMap<NodeId, (u8, u32, u64, Update)>,
     next: u64,
 }
 
 impl Broadcasts {
-    fn push(&mut self, update: Update) {
-        if let Some((t, id, _)) = self.by_node.remove(&update.node) {
-            self.order.remove(&(t, id, update.node));
+    fn push(&mut self, update: Update, urgent: bool) {
+        if let Some((c, t, id, _)) = self.by_node.remove(&update.node) {
+            self.order.remove(&(c, t, id, update.node));
         }
         self.next += 1;
         let id = u64::MAX - self.next;
-        self.order.insert((0, id, update.node));
-        self.by_node.insert(update.node, (0, id, update));
+        let class = u8::from(!urgent);
+        self.order.insert((class, 0, id, update.node));
+        self.by_node.insert(update.node, (class, 0, id, update));
     }
 
     /// Takes up to `max` updates for one message; each one taken `limit` times is dropped.
     fn take(&mut self, max: usize, limit: u32) -> Vec<Update> {
-        let chosen: Vec<(u32, u64, NodeId)> = self.order.iter().take(max).copied().collect();
+        let chosen: Vec<(u8, u32, u64, NodeId)> = self.order.iter().take(max).copied().collect();
         let mut out = Vec::with_capacity(chosen.len());
         for key in chosen {
             self.order.remove(&key);
-            let (t, id, node) = key;
+            let (c, t, id, node) = key;
             let Some(entry) = self.by_node.get_mut(&node) else {
                 continue;
             };
-            out.push(entry.2);
+            out.push(entry.3);
             if t + 1 >= limit {
                 self.by_node.remove(&node);
             } else {
-                entry.0 = t + 1;
-                self.order.insert((t + 1, id, node));
+                entry.1 = t + 1;
+                self.order.insert((c, t + 1, id, node));
             }
         }
         out
+    }
+
+    fn contains(&self, node: NodeId) -> bool {
+        self.by_node.contains_key(&node)
     }
 }
 
@@ -737,11 +752,7 @@ impl Member {
             && e.state == State::Suspect
             && !updates.iter().any(|u| u.node == to)
         {
-            let by = e
-                .suspicion
-                .as_ref()
-                .and_then(|s| s.confirmations.first().copied())
-                .unwrap_or(self.me);
+            let by = e.by;
             updates.push(Update {
                 node: to,
                 state: State::Suspect,
@@ -764,9 +775,12 @@ impl Member {
         self.members[self.me.index()] = Some(Entry {
             state: State::Alive,
             incarnation,
+            by: self.me,
             suspicion: None,
         });
-        self.queue.push(self.own(State::Alive));
+        // A first start is news; a restart must override the DEAD verdicts on the
+        // previous life, so it is urgent.
+        self.queue.push(self.own(State::Alive), incarnation > 1);
         for seed in self.config.seeds.clone() {
             if seed != self.me {
                 self.send_push_pull(ctx, seed, true);
@@ -913,7 +927,10 @@ impl Member {
                     node: NodeId(i as u32),
                     state: e.state,
                     incarnation: e.incarnation,
-                    by: self.me,
+                    by: match e.state {
+                        State::Suspect | State::Dead => e.by,
+                        _ => self.me,
+                    },
                 })
             })
             .collect()
@@ -1127,9 +1144,9 @@ impl Member {
                     let update = self.own(State::Alive);
                     ctx.send(u.by, Msg::Notify { update });
                 }
-            } else if u.state != State::Alive && !self.queue.by_node.contains_key(&self.me) {
+            } else if u.state != State::Alive && !self.queue.contains(self.me) {
                 // A stale accusation: the accuser missed our refutation; say it again.
-                self.queue.push(self.own(State::Alive));
+                self.queue.push(self.own(State::Alive), true);
             }
             return;
         }
@@ -1151,11 +1168,13 @@ impl Member {
                     }
                 };
                 if accept {
-                    self.set(ctx, u.node, State::Alive, u.incarnation, source);
+                    self.set(ctx, u.node, State::Alive, u.incarnation, u.by, source);
                     // State exchanges are anti-entropy, not news: only gossiped changes
                     // are passed on (so a join does not flood the queue ahead of itself).
+                    // An ALIVE that supersedes a known state (a refutation, a rejoin)
+                    // races suspicion timeouts and goes before join news.
                     if source != Source::PushPull {
-                        self.queue.push(u);
+                        self.queue.push(u, current.is_some());
                     }
                 }
             }
@@ -1173,8 +1192,8 @@ impl Member {
             },
             State::Dead | State::Left => match current {
                 Some((state, inc)) if !state.is_down() && u.incarnation >= inc => {
-                    self.set(ctx, u.node, u.state, u.incarnation, source);
-                    self.queue.push(u);
+                    self.set(ctx, u.node, u.state, u.incarnation, u.by, source);
+                    self.queue.push(u, true);
                 }
                 _ => {}
             },
@@ -1189,6 +1208,7 @@ impl Member {
         node: NodeId,
         state: State,
         incarnation: Incarnation,
+        by: NodeId,
         source: Source,
     ) {
         let slot = &mut self.members[node.index()];
@@ -1199,6 +1219,7 @@ impl Member {
         *slot = Some(Entry {
             state,
             incarnation,
+            by,
             suspicion: None,
         });
         let is_live = !state.is_down();
@@ -1233,7 +1254,7 @@ impl Member {
         by: NodeId,
         source: Source,
     ) {
-        self.set(ctx, node, State::Suspect, incarnation, source);
+        self.set(ctx, node, State::Suspect, incarnation, by, source);
         let timeout = self.config.suspicion_timeout(self.group_size(), 0);
         let timer = ctx.set_timer(timeout, Timer::Suspicion { node, incarnation });
         let mut confirmations = BTreeSet::new();
@@ -1245,12 +1266,15 @@ impl Member {
                 timer,
             });
         }
-        self.queue.push(Update {
-            node,
-            state: State::Suspect,
-            incarnation,
-            by,
-        });
+        self.queue.push(
+            Update {
+                node,
+                state: State::Suspect,
+                incarnation,
+                by,
+            },
+            true,
+        );
     }
 
     /// Lifeguard: an independent confirmation of a suspicion shortens it.
@@ -1280,7 +1304,7 @@ impl Member {
                 incarnation: u.incarnation,
             },
         );
-        self.queue.push(u);
+        self.queue.push(u, true);
     }
 
     fn declare(
@@ -1290,13 +1314,23 @@ impl Member {
         state: State,
         incarnation: Incarnation,
     ) {
-        self.set(ctx, node, state, incarnation, Source::Local);
-        self.queue.push(Update {
-            node,
-            state,
-            incarnation,
-            by: self.me,
-        });
+        // The verdict names the accuser of the suspicion it ends (this node's own failed
+        // probe without one): a DEAD that a push-pull turns back into a suspicion must
+        // not count as an independent confirmation by whoever relayed it.
+        let by = self.members[node.index()]
+            .as_ref()
+            .filter(|e| e.state == State::Suspect)
+            .map_or(self.me, |e| e.by);
+        self.set(ctx, node, state, incarnation, by, Source::Local);
+        self.queue.push(
+            Update {
+                node,
+                state,
+                incarnation,
+                by,
+            },
+            true,
+        );
     }
 
     /// Raises this node's incarnation above `accused` (synced before it is announced).
@@ -1325,7 +1359,7 @@ impl Member {
             incarnation,
             refuted: true,
         });
-        self.queue.push(self.own(State::Alive));
+        self.queue.push(self.own(State::Alive), true);
     }
 
     fn leave(&mut self, ctx: &mut Ctx<'_, Node>) {
@@ -1390,13 +1424,35 @@ mod tests {
             incarnation: i,
             by: NodeId(0),
         };
-        b.push(u(1, 1));
-        b.push(u(2, 1));
+        b.push(u(1, 1), false);
+        b.push(u(2, 1), false);
         assert_eq!(b.take(1, 2), vec![u(2, 1)]);
         assert_eq!(b.take(1, 2), vec![u(1, 1)]);
-        b.push(u(1, 2)); // replaces node 1's update, fresh count
+        b.push(u(1, 2), false); // replaces node 1's update, fresh count
         assert_eq!(b.take(8, 2), vec![u(1, 2), u(2, 1)]);
         assert_eq!(b.take(8, 2), vec![u(1, 2)]);
         assert!(b.take(8, 2).is_empty());
+    }
+
+    #[test]
+    fn urgent_updates_go_before_any_news() {
+        let mut b = Broadcasts::default();
+        let u = |n: u32, i| Update {
+            node: NodeId(n),
+            state: State::Alive,
+            incarnation: i,
+            by: NodeId(0),
+        };
+        for n in 10..20 {
+            b.push(u(n, 1), false);
+        }
+        b.push(u(3, 2), true);
+        // Sent once, the refutation still goes before the nine news never sent.
+        assert_eq!(b.take(2, 4), vec![u(3, 2), u(19, 1)]);
+        assert_eq!(b.take(2, 4), vec![u(3, 2), u(18, 1)]);
+        assert_eq!(b.take(1, 4), vec![u(3, 2)]);
+        assert_eq!(b.take(1, 4), vec![u(3, 2)]);
+        // Retired after `limit` sends; the news follows, fewest-sent first.
+        assert_eq!(b.take(2, 4), vec![u(17, 1), u(16, 1)]);
     }
 }
