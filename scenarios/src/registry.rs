@@ -56,6 +56,7 @@ pub static PROTOCOLS: &[&ProtocolEntry] = &[
     &bindings::bully::ENTRY,
     &bindings::paxos::ENTRY,
     &bindings::two_pc::ENTRY,
+    &bindings::gossip::ENTRY,
 ];
 
 pub fn find(name: &str) -> Option<&'static ProtocolEntry> {

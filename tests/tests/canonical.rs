@@ -32,7 +32,14 @@ fn canonical_scenarios_pass_every_checker() {
     assert!(files.len() >= 3);
     for path in files {
         let scenario = Scenario::load(&path).expect("canonical scenarios are valid");
-        for seed in 0..sweep_seeds() {
+        // Scale scenarios (hundreds of nodes) take seconds per seed: a few seeds here,
+        // the 500-seed sweep with the release binary.
+        let seeds = if scenario.sim.node_count > 100 {
+            2
+        } else {
+            sweep_seeds()
+        };
+        for seed in 0..seeds {
             let report = scenarios::run(&scenario, RunOptions::seed(seed)).expect("runs");
             assert!(
                 report.passed(),

@@ -225,8 +225,15 @@ fn canonical_scenario_openings() {
     files.sort();
     for path in files {
         let scenario = Scenario::load(&path).expect("valid");
+        // Scale scenarios (hundreds of nodes): one node's view of the opening only.
+        let nodes = if scenario.sim.node_count > 100 {
+            vec![sim_core::NodeId(scenario.sim.node_count as u32 - 1)]
+        } else {
+            Vec::new()
+        };
         let filter = TraceFilter {
             to: Some(sim_core::SimTime(40_000)),
+            nodes,
             ..TraceFilter::default()
         };
         let text = transcript(&scenario, 1, &[], &filter).expect("runs");
@@ -295,5 +302,49 @@ fn two_pc_transactions_and_a_coordinator_crash_transcript() {
         text.contains("n0 observe Started { epoch: 2, decisions: [T0.1."),
         "{text}"
     );
+    insta::assert_snapshot!(text);
+}
+
+/// Five SWIM members on clean links: n4 crashes at 1 s and stays down; its prober's
+/// ping and ping-reqs go unanswered, it is suspected, the suspicion spreads and
+/// runs out, and every member declares it dead. Only the membership changes are kept.
+const GOSSIP_SMALL: &str = r#"
+protocol = "gossip"
+nodes = 5
+duration = "6s"
+quiet_period = "1s"
+
+[settings]
+probe_interval = "100ms"
+ack_timeout = "20ms"
+cleanup = "2s"
+
+[network]
+latency = { distribution = "uniform", min = "1ms", max = "4ms" }
+
+[[schedule]]
+at = "1s"
+fault = "crash"
+node = 4
+"#;
+
+#[test]
+fn gossip_swim_crash_suspicion_and_confirmation_transcript() {
+    let scenario =
+        Scenario::parse("gossip-small.toml", GOSSIP_SMALL, "gossip-small").expect("valid");
+    let filter = TraceFilter {
+        kinds: vec!["start".into(), "crash".into(), "observe".into()],
+        ..TraceFilter::default()
+    };
+    let text = transcript(&scenario, 2, &[], &filter).expect("runs");
+    // The join (every member learning every other alive at incarnation 1) is left out.
+    let text: String = text
+        .lines()
+        .filter(|l| !(l.contains("state: Alive, incarnation: 1") && l.contains(" observe View")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(text.contains("verdict: ok"), "{text}");
+    assert!(text.contains("member: NodeId(4), state: Suspect"), "{text}");
+    assert!(text.contains("member: NodeId(4), state: Dead"), "{text}");
     insta::assert_snapshot!(text);
 }

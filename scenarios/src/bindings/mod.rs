@@ -3,6 +3,7 @@
 
 pub mod broadcast;
 pub mod bully;
+pub mod gossip;
 pub mod paxos;
 pub mod raft;
 pub mod two_pc;
