@@ -19,7 +19,10 @@
 //! - **AC5** (bounded, in the quiet phase): every participant that voted yes (or
 //!   recovered in doubt) decides by the end of the run, and every coordinator's commit
 //!   record reaches its END, once failures are repaired. The quiet period is the bound.
-//! - **Bank**: every committed read-all sees the opening total; no committed read sees a
+//! - **Strict two-phase locking** (bounded, in the quiet phase): every lock a live node
+//!   took before the middle of the quiet phase is released by the end of the run.
+//! - **Bank**: no committed write overdraws an account; every committed read-all sees the
+//!   opening total; no committed read sees a
 //!   transaction's writes in part (it saw a transfer on one account but not on the
 //!   other); no two transactions install the same version of an account (a lost update).
 
@@ -242,7 +245,7 @@ impl Checker<Node> for AtomicCommitmentChecker {
                     }
                     settled.insert(key_of(txn), (*commit, o.time));
                 }
-                Observation::LocalAbort { txn, .. } => {
+                Observation::LocalAbort { txn, durable, .. } => {
                     if let Some((true, at)) = settled.get(&key_of(txn)) {
                         out.push(violation(
                             c,
@@ -256,7 +259,14 @@ impl Checker<Node> for AtomicCommitmentChecker {
                             vec![o.node],
                         ));
                     }
-                    settled.entry(key_of(txn)).or_insert((false, o.time));
+                    // An ABORT heard before voting is not recorded (presumed abort): a
+                    // later incarnation may execute and prepare the transaction again
+                    // from a late message, and recover it in doubt, without reversing
+                    // anything (it can only learn abort). Only a durable abort is a
+                    // decision a restart must keep.
+                    if *durable {
+                        settled.entry(key_of(txn)).or_insert((false, o.time));
+                    }
                 }
                 Observation::CoordinatorDecided {
                     txn,
@@ -379,8 +389,54 @@ impl Checker<Node> for AtomicCommitmentChecker {
                 ));
             }
         }
+
+        out.extend(locks_released(run));
         out
     }
+}
+
+/// Strict two-phase locking: a transaction's locks are released when it ends. Bounded by
+/// the quiet phase: every lock a live node's final incarnation took before the middle of
+/// the quiet phase is released by the end of the run (a lock taken later may belong to a
+/// late message's transaction still inside its `active_timeout`).
+fn locks_released(run: &RunOutput<Node>) -> Vec<Violation> {
+    let deadline = SimTime(run.quiet_from.0 + run.end_time.0.saturating_sub(run.quiet_from.0) / 2);
+    let mut held: BTreeMap<(NodeId, TxnId), (SimTime, &Vec<Account>)> = BTreeMap::new();
+    let mut stopped: BTreeSet<NodeId> = BTreeSet::new();
+    for o in &run.observations {
+        if run.final_incarnation[o.node.index()] != o.incarnation {
+            continue;
+        }
+        match &o.obs {
+            Observation::Locked { txn, accounts } => {
+                held.entry((o.node, *txn)).or_insert((o.time, accounts));
+            }
+            Observation::Unlocked { txn } => {
+                held.remove(&(o.node, *txn));
+            }
+            Observation::Stopped { .. } => {
+                stopped.insert(o.node);
+            }
+            _ => {}
+        }
+    }
+    let up: BTreeSet<NodeId> = run.live_nodes().collect();
+    held.iter()
+        .filter(|((node, _), (at, _))| up.contains(node) && !stopped.contains(node) && *at < deadline)
+        .map(|((node, txn), (at, accounts))| {
+            violation(
+                ATOMIC_COMMITMENT,
+                "locks_held",
+                "strict two-phase locking: a transaction's locks are released when it ends (bounded by the quiet period)",
+                format!(
+                    "{txn}: {node} locked accounts {accounts:?} at {at} and still held them when the run ended at {} (quiet from {})",
+                    run.end_time, run.quiet_from
+                ),
+                Some(*at),
+                vec![*node],
+            )
+        })
+        .collect()
 }
 
 fn word(commit: bool) -> &'static str {
@@ -423,6 +479,19 @@ impl Checker<Node> for BankChecker {
                     ..
                 } => {
                     for w in writes {
+                        if w.balance < 0 {
+                            out.push(violation(
+                                b,
+                                "overdrawn",
+                                "bank invariant: no account is overdrawn (consistency: a committed transaction preserves the invariants)",
+                                format!(
+                                    "{txn} committed account {} at balance {} (version {}) on {}",
+                                    w.account, w.balance, w.version, o.node
+                                ),
+                                Some(o.time),
+                                vec![o.node],
+                            ));
+                        }
                         if let Some(other) = installed.insert((w.account, w.version), *txn)
                             && other != *txn
                         {

@@ -16,8 +16,8 @@
 //!
 //! Participant shard:
 //!
-//! - `p/<txn>` — a participant's PREPARED record (coordinator, writers and the
-//!   transaction's writes), forced before it votes yes.
+//! - `p/<txn>` — a participant's PREPARED record (coordinator, writers, the
+//!   transaction's writes and the epoch that executed it), forced before it votes yes.
 //! - `o/<txn>` — a participant's outcome (1 = commit, 0 = abort), written in the same
 //!   batch that applies or discards the prepared writes, or as a tombstone when it aborts
 //!   a transaction it never voted for (so a late PREPARE is refused).
@@ -37,6 +37,8 @@ pub(crate) struct PreparedRecord {
     pub coordinator: u32,
     pub writers: Vec<u32>,
     pub writes: Vec<Write>,
+    /// The participant's epoch when it executed the transaction (its YES votes carry it).
+    pub epoch: u32,
 }
 
 pub(crate) struct Store {

@@ -24,11 +24,11 @@ pub static ENTRY: ProtocolEntry = ProtocolEntry {
     checkers: &[
         CheckerInfo {
             name: checker::ATOMIC_COMMITMENT,
-            properties: "AC1 agreement, AC2 irrevocability (across restarts), AC3 commit only if all voted yes, AC4 no abort without failure (failure-free runs), AC5 every participant decides in the quiet phase",
+            properties: "AC1 agreement, AC2 irrevocability (across restarts), AC3 commit only if all voted yes, AC4 no abort without failure (failure-free runs), AC5 every participant decides in the quiet phase, strict two-phase locking (every lock released by the end of the quiet phase)",
         },
         CheckerInfo {
             name: checker::BANK,
-            properties: "bank invariant (every read-all sees the same total), no transaction's writes visible in part, no lost update",
+            properties: "bank invariant (every read-all sees the same total, no account overdrawn), no transaction's writes visible in part, no lost update",
         },
     ],
     bug_flags: BUG_FLAGS,
