@@ -347,8 +347,15 @@ impl DetectorChecker {
                         continue;
                     };
                     let last = log.iter().rfind(|&&(t, p, ..)| p == q && t <= deadline);
+                    // An observer that never heard of the crashed life (it still holds
+                    // the member down from a previous life: the rejoin missed it) has it
+                    // out of its group already; one that saw it live must declare this
+                    // life dead.
+                    let knew_life = log.iter().any(|&(t, p, s, i, _)| {
+                        p == q && t <= deadline && !s.is_down() && i >= inc
+                    });
                     match last {
-                        Some(&(_, _, s, i, _)) if s.is_down() && i >= inc => {}
+                        Some(&(_, _, s, i, _)) if s.is_down() && (i >= inc || !knew_life) => {}
                         Some(&(_, _, s, i, _)) => {
                             missing.push(format!("{observer} sees {s:?}@{i}"))
                         }

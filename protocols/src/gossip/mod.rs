@@ -25,14 +25,16 @@
 //! message, fewest-sent first; each is sent `retransmit_mult · ⌈log₁₀(n + 1)⌉` times
 //! (λ·log n). Periodically a member runs a push-pull exchange with one random member:
 //! both send a bounded slice of their tables (`push_pull_entries` members from a cursor
-//! the initiator moves round), never the whole table. A (re)starting member joins by
+//! the initiator moves round), never the whole table; a slice whose reply does not
+//! arrive is retried at the next exchange before the cursor moves on. A (re)starting member joins by
 //! push-pull through the seed members, once per period until it has swept the id space.
 //!
 //! **Lifeguard.** A local health multiplier (0 to `max_health − 1`) rises when this
 //! member's probes fail and when it has to refute a suspicion of itself, and falls when a
 //! probe succeeds; it stretches the period and the ack timeout by `1 + health`. A
 //! suspicion starts at the maximum timeout and shrinks towards the minimum as independent
-//! members confirm it: `max − (max − min)·log(c + 1)/log(k + 1)` after `c` of the `k`
+//! members confirm it (every member whose own probe of the suspect fails is one, and
+//! gossips the suspicion under its name): `max − (max − min)·log(c + 1)/log(k + 1)` after `c` of the `k`
 //! expected confirmations.
 //!
 //! **Leave.** A member that leaves sends LEFT{i} about itself to every member it knows
@@ -343,21 +345,66 @@ impl Config {
         SimDuration((max.0 - shrink as u64).max(min.0))
     }
 
-    /// The worst-case delay from a crash to this node's own DEAD verdict on the crashed
-    /// member, when both stay in the group: it probes the member within `2n` periods
-    /// (stretched at most `max_health` times), then suspects it for at most the maximum
-    /// suspicion timeout.
+    /// Protocol periods within which at least `c ≥ 1` distinct live members have each
+    /// *started* a probe of a given crashed member, with probability about 1 − 10⁻⁶ per
+    /// crash. Every live member probes it once per round of `L` of its periods, at a
+    /// place its own shuffle chose, independently of the others; so the number of
+    /// members that probe it in `m` periods is close to Poisson(m) (one a period on
+    /// average, whatever the group size): P(none in 16) = e⁻¹⁶ ≈ 1.1·10⁻⁷, and
+    /// P(fewer than c in 16 + 2(c − 1)) is below 10⁻⁶ for c ≤ 5 (for c = 5, Poisson(24) ≤ 4:
+    /// 6·10⁻⁷). It is not a worst case: that is `2L − 1` periods, when every member's
+    /// shuffle puts the crashed member last.
+    pub fn probe_periods(c: u64) -> u64 {
+        16 + 2 * c.saturating_sub(1)
+    }
+
+    /// Protocol periods an urgent update (SUSPECT, a confirmation, DEAD) takes to reach
+    /// every live member: the λ·⌈log₁₀(n + 1)⌉ periods SWIM's infection-style
+    /// dissemination is dimensioned for (every holder sends it on its next that many
+    /// messages, and sends at least one message a period). Probabilistic too.
+    pub fn dissemination_periods(&self, n: usize) -> u64 {
+        u64::from(self.retransmit_limit(n)).max(1)
+    }
+
+    /// The delay from a crash to every live member's DEAD verdict on the crashed member,
+    /// when both stay in the group and nothing but loss disturbs the network. Not a
+    /// worst case (that is `(2n − 1)` periods stretched `max_health` times, plus the
+    /// longest suspicion: minutes at hundreds of members, never reached), but a bound
+    /// exceeded with probability of the order of 10⁻⁶ per crash, built from
+    /// [`Config::probe_periods`] (P), [`Config::dissemination_periods`] (D) and the
+    /// suspicion timeouts, with periods at their nominal length (health 0):
+    ///
+    /// - SWIM: the first failed probe is judged within P(1) + 1 periods; every observer
+    ///   either hears the SUSPECT within D periods and declares DEAD the minimum timeout
+    ///   later, or hears the first accuser's DEAD within D periods of it:
+    ///   `T·(P(1) + 1 + D) + suspicion_min`.
+    /// - Lifeguard: a suspicion starts at the maximum and falls to the minimum once `k`
+    ///   independent confirmations are in. `k + 1` members have failed a probe within
+    ///   P(k + 1) + 1 periods (a failed probe of a suspect is a confirmation), their
+    ///   names reach the observer within D, or, because a member relays only the latest
+    ///   confirmation it heard, the DEAD of a member that did collect them reaches it
+    ///   within another D: `T·(P(k + 1) + 1 + 2D) + suspicion_min`. A detector that
+    ///   leaves suspicions at the maximum timeout (one accuser) fails this.
+    /// - Baseline: the crashed member's last heartbeat reaches every member within
+    ///   ⌈log₂ n⌉ + 2 rounds (full-table push-pull with one random peer a round spreads
+    ///   in log₃ n + O(log log n) rounds), after which `dead` rounds without a newer one
+    ///   make the verdict, judged at the next round: `T·(⌈log₂ n⌉ + 2 + dead + 1)`.
     pub fn detection_bound(&self, n: usize) -> SimDuration {
-        let health = if self.lifeguard {
-            u64::from(self.max_health)
-        } else {
-            1
-        };
+        let t = self.probe_interval.0;
         match self.detector {
-            Detector::Swim => SimDuration(
-                self.probe_interval.0 * health * (2 * n as u64 + 1) + self.suspicion_max(n).0,
-            ),
-            Detector::Baseline => SimDuration(self.probe_interval.0 * (self.baseline_rounds.1 + 2)),
+            Detector::Swim => {
+                let d = self.dissemination_periods(n);
+                let periods = if self.lifeguard && self.expected_confirmations(n) > 0 {
+                    Self::probe_periods(self.expected_confirmations(n) + 1) + 1 + 2 * d
+                } else {
+                    Self::probe_periods(1) + 1 + d
+                };
+                SimDuration(t * periods + self.suspicion_min(n).0)
+            }
+            Detector::Baseline => {
+                let spread = 64 - (n.max(1) as u64 - 1).leading_zeros() as u64 + 2;
+                SimDuration(t * (spread + self.baseline_rounds.1 + 1))
+            }
         }
     }
 }
@@ -664,7 +711,13 @@ pub struct Member {
     queue: Broadcasts,
     health: u32,
     cursor: u32,
-    /// Until the join sweep is done, push-pull every period.
+    /// Slices (by first member) sent in a push-pull whose reply has not arrived, and
+    /// when they were last sent: the next push-pull retries the oldest before the cursor
+    /// moves on, so a lost request or reply never leaves a slice out of a sweep.
+    unanswered: BTreeMap<u32, SimTime>,
+    /// The cursor has gone round the id space once.
+    swept: bool,
+    /// Until the join sweep is done (every slice answered once), push-pull every period.
     joining: bool,
 }
 
@@ -700,6 +753,8 @@ impl Member {
             queue: Broadcasts::default(),
             health: 0,
             cursor: 0,
+            unanswered: BTreeMap::new(),
+            swept: false,
             joining: true,
         }
     }
@@ -852,6 +907,9 @@ impl Member {
                 entries,
                 reply,
             } => {
+                if !reply && self.unanswered.remove(&start).is_some() {
+                    self.joining = !(self.swept && self.unanswered.is_empty());
+                }
                 self.apply_all(ctx, &entries, Source::PushPull);
                 if reply {
                     let entries = self.slice(start);
@@ -936,8 +994,23 @@ impl Member {
             .collect()
     }
 
+    /// Sends a push-pull to `to`. With `advance` (the periodic exchange and the join
+    /// sweep) the slice is the oldest one still unanswered from an earlier exchange, or
+    /// else the one at the cursor, which then moves on: the cursor covers every slice,
+    /// and a slice leaves the sweep only when its reply has arrived (memberlist's
+    /// push-pull is a TCP exchange; over a lossy datagram network the retry is ours).
     fn send_push_pull(&mut self, ctx: &mut Ctx<'_, Node>, to: NodeId, advance: bool) {
-        let start = self.cursor;
+        let now = ctx.now();
+        let retry = if advance {
+            self.unanswered
+                .iter()
+                .filter(|&(_, &sent)| sent < now)
+                .min_by_key(|&(&start, &sent)| (sent, start))
+                .map(|(&start, _)| start)
+        } else {
+            None
+        };
+        let start = retry.unwrap_or(self.cursor);
         let entries = self.slice(start);
         ctx.send(
             to,
@@ -947,11 +1020,15 @@ impl Member {
                 reply: true,
             },
         );
-        if advance {
+        if !advance {
+            return;
+        }
+        self.unanswered.insert(start, now);
+        if retry.is_none() {
             let next = start as usize + self.config.push_pull_entries;
             if next >= self.n {
                 self.cursor = 0;
-                self.joining = false;
+                self.swept = true;
             } else {
                 self.cursor = next as u32;
             }
@@ -1026,6 +1103,20 @@ impl Member {
                         self.declare(ctx, p.target, State::Dead, inc);
                     } else if e.state == State::Alive {
                         self.suspect(ctx, p.target, inc, self.me, Source::Local);
+                    } else {
+                        // Already suspected (by someone else's probe): our own failed
+                        // probe is an independent confirmation, counted here and
+                        // gossiped under our name (memberlist's `suspectNode` →
+                        // `Confirm`). Without it only the first accuser ever confirms,
+                        // so every suspicion of a crashed member runs the maximum
+                        // timeout at every observer.
+                        let u = Update {
+                            node: p.target,
+                            state: State::Suspect,
+                            incarnation: inc,
+                            by: self.me,
+                        };
+                        self.confirm(ctx, u);
                     }
                 }
             }
