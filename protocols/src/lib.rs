@@ -8,6 +8,7 @@
 pub mod broadcast;
 pub mod bully;
 pub mod common;
+pub mod multi_leader;
 pub mod paxos;
 pub mod raft;
 pub mod two_pc;
