@@ -26,6 +26,9 @@ pub enum WorkloadKind {
     /// Bank transactions (transfers between accounts, read-all), shaped by the
     /// protocol's `[settings]` (two-phase commit).
     Bank,
+    /// CRDT operations (counter increments and decrements, register writes, set adds
+    /// and removes), shaped by the protocol's `[settings]` (multi-leader replication).
+    Crdt,
     /// No clients: the protocol makes its own load (the bully leader's writes to its
     /// fenced resource). A `[workload]` table is an error.
     None,
@@ -57,6 +60,7 @@ pub static PROTOCOLS: &[&ProtocolEntry] = &[
     &bindings::paxos::ENTRY,
     &bindings::two_pc::ENTRY,
     &bindings::gossip::ENTRY,
+    &bindings::multi_leader::ENTRY,
 ];
 
 pub fn find(name: &str) -> Option<&'static ProtocolEntry> {

@@ -348,3 +348,68 @@ fn gossip_swim_crash_suspicion_and_confirmation_transcript() {
     assert!(text.contains("member: NodeId(4), state: Dead"), "{text}");
     insta::assert_snapshot!(text);
 }
+
+/// Three multi-leader nodes in a star around n0, one client writing an LWW register and
+/// an OR-set at whichever node it picks; n2 crashes and restarts. Each write is durable
+/// before its reply, then replicated (the leaves through the hub), applied once per
+/// node and acknowledged; the restarted node recovers from its disk, and every node
+/// reports the same snapshot at the end. Timers are left out.
+const MULTI_LEADER_SMALL: &str = r#"
+protocol = "multi_leader"
+nodes = 3
+duration = "600ms"
+quiet_period = "250ms"
+
+[settings]
+topology = "star"
+types = ["lww", "orset"]
+keys = 1
+elements = 1
+settle = "60ms"
+
+[network]
+latency = { distribution = "uniform", min = "1ms", max = "4ms" }
+
+[workload]
+clients = 1
+think = { min = "30ms", max = "60ms" }
+timeout = "200ms"
+max_operations = 6
+
+[[schedule]]
+at = "150ms"
+fault = "crash"
+node = 2
+
+[[schedule]]
+at = "250ms"
+fault = "restart"
+node = 2
+"#;
+
+#[test]
+fn multi_leader_star_replication_and_recovery_transcript() {
+    let scenario = Scenario::parse(
+        "multi_leader-small.toml",
+        MULTI_LEADER_SMALL,
+        "multi_leader-small",
+    )
+    .expect("valid");
+    let filter = TraceFilter {
+        kinds: vec![
+            "start".into(),
+            "send".into(),
+            "crash".into(),
+            "restart".into(),
+            "invoke".into(),
+            "complete".into(),
+            "observe".into(),
+        ],
+        ..TraceFilter::default()
+    };
+    let text = transcript(&scenario, 12, &[], &filter).expect("runs");
+    assert!(text.contains("verdict: ok"), "{text}");
+    assert!(text.contains("Applied"), "{text}");
+    assert!(text.contains("Snapshot"), "{text}");
+    insta::assert_snapshot!(text);
+}

@@ -4,6 +4,7 @@
 pub mod broadcast;
 pub mod bully;
 pub mod gossip;
+pub mod multi_leader;
 pub mod paxos;
 pub mod raft;
 pub mod two_pc;

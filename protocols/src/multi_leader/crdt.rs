@@ -1,0 +1,707 @@
+//! State-based CRDTs (convergent replicated data types) as plain values.
+//!
+//! Every type is a join-semilattice: [`merge`](GCounter::merge) is the least upper
+//! bound, so it is commutative, associative, idempotent and inflationary
+//! (`protocols/tests/multi_leader.rs` checks all four laws for every type). A merge
+//! borrows both sides and returns a new value: it never mutates an argument.
+//!
+//! Replicas are named by a stable [`ReplicaId`] (the node id). The causal types
+//! (MV-Register, OR-Set) are *dotted*: every write is tagged with a unique dot
+//! `(replica, n)` and carries a [`CausalContext`], the set of dots it has seen, kept as
+//! a version vector plus a "dot cloud" of the dots seen out of order. The cloud empties
+//! as the gaps fill, so a removal leaves no tombstone: a removed element is simply a dot
+//! in the context with no entry in the store.
+//!
+//! Each type can also produce a *delta*: a small value of the same type which, merged
+//! into any replica that has seen the operation's causal past, has the effect of the
+//! operation (delta-state CRDTs, Almeida, Shoker and Baquero 2018).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::hlc::Hlc;
+
+/// A replica's stable identity: the node id.
+pub type ReplicaId = u32;
+
+/// A unique event: the `counter`-th event of `replica` (from 1).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Dot {
+    pub replica: ReplicaId,
+    pub counter: u64,
+}
+
+impl Dot {
+    pub fn new(replica: ReplicaId, counter: u64) -> Dot {
+        Dot { replica, counter }
+    }
+}
+
+impl std::fmt::Display for Dot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "({},{})", self.replica, self.counter)
+    }
+}
+
+/// A set of dots: a version vector (every dot up to `vv[r]` of replica `r`) plus the
+/// dots seen beyond a gap. Canonical: the cloud never holds a dot the vector covers or
+/// the one right after it (compaction moves those in), and the vector holds no zeros.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CausalContext {
+    vv: BTreeMap<ReplicaId, u64>,
+    cloud: BTreeSet<Dot>,
+}
+
+impl CausalContext {
+    pub fn new() -> Self {
+        CausalContext::default()
+    }
+
+    pub fn contains(&self, dot: Dot) -> bool {
+        self.vv.get(&dot.replica).is_some_and(|&n| dot.counter <= n) || self.cloud.contains(&dot)
+    }
+
+    /// The highest contiguous counter seen of `replica` (0 if none).
+    pub fn max_contiguous(&self, replica: ReplicaId) -> u64 {
+        self.vv.get(&replica).copied().unwrap_or(0)
+    }
+
+    /// The highest counter seen of `replica`, contiguous or not.
+    pub fn max_seen(&self, replica: ReplicaId) -> u64 {
+        let cloud_max = self
+            .cloud
+            .range(Dot::new(replica, 0)..=Dot::new(replica, u64::MAX))
+            .next_back()
+            .map_or(0, |d| d.counter);
+        self.max_contiguous(replica).max(cloud_max)
+    }
+
+    /// The number of dots kept beyond the version vector (garbage not yet collected).
+    pub fn cloud_len(&self) -> usize {
+        self.cloud.len()
+    }
+
+    /// Returns a copy with `dot` added.
+    pub fn with(&self, dot: Dot) -> Self {
+        let mut out = self.clone();
+        out.insert(dot);
+        out
+    }
+
+    fn insert(&mut self, dot: Dot) {
+        if dot.counter == 0 || self.contains(dot) {
+            return;
+        }
+        self.cloud.insert(dot);
+        self.compact();
+    }
+
+    /// Moves cloud dots that extend the version vector into it. The cloud is ordered by
+    /// (replica, counter), so one pass suffices.
+    fn compact(&mut self) {
+        let cloud = std::mem::take(&mut self.cloud);
+        for dot in cloud {
+            let seen = self.vv.get(&dot.replica).copied().unwrap_or(0);
+            if dot.counter <= seen {
+                continue;
+            }
+            if dot.counter == seen + 1 {
+                self.vv.insert(dot.replica, dot.counter);
+            } else {
+                self.cloud.insert(dot);
+            }
+        }
+    }
+
+    pub fn merge(&self, other: &Self) -> Self {
+        let mut out = self.clone();
+        for (&r, &n) in &other.vv {
+            let e = out.vv.entry(r).or_insert(0);
+            *e = (*e).max(n);
+        }
+        out.cloud.extend(other.cloud.iter().copied());
+        out.compact();
+        out
+    }
+
+    /// Every dot in a set of dots, as a context.
+    pub fn from_dots(dots: impl IntoIterator<Item = Dot>) -> Self {
+        let mut out = CausalContext::new();
+        for d in dots {
+            out.insert(d);
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Counters
+// ---------------------------------------------------------------------------------
+
+/// A grow-only counter: one non-decreasing entry per replica; the value is their sum,
+/// the merge their pointwise maximum.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GCounter {
+    entries: BTreeMap<ReplicaId, u64>,
+}
+
+impl GCounter {
+    pub fn new() -> Self {
+        GCounter::default()
+    }
+
+    pub fn value(&self) -> u64 {
+        self.entries
+            .values()
+            .fold(0u64, |sum, &n| sum.saturating_add(n))
+    }
+
+    /// This replica's entry.
+    pub fn entry(&self, replica: ReplicaId) -> u64 {
+        self.entries.get(&replica).copied().unwrap_or(0)
+    }
+
+    /// The delta of `replica` incrementing by `by`: its entry alone, raised.
+    pub fn increment_delta(&self, replica: ReplicaId, by: u64) -> GCounter {
+        let mut entries = BTreeMap::new();
+        if by > 0 {
+            entries.insert(replica, self.entry(replica).saturating_add(by));
+        }
+        GCounter { entries }
+    }
+
+    pub fn merge(&self, other: &Self) -> Self {
+        let mut out = self.clone();
+        for (&r, &n) in &other.entries {
+            let e = out.entries.entry(r).or_insert(0);
+            *e = (*e).max(n);
+        }
+        out
+    }
+
+    /// The defect `gcounter_merge_sums`: entries are added, not joined.
+    fn merge_summing(&self, other: &Self) -> Self {
+        let mut out = self.clone();
+        for (&r, &n) in &other.entries {
+            let e = out.entries.entry(r).or_insert(0);
+            *e = e.saturating_add(n);
+        }
+        out
+    }
+}
+
+/// A counter that also decrements: two grow-only counters, increments `p` and
+/// decrements `n`; the value is `p - n`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PnCounter {
+    p: GCounter,
+    n: GCounter,
+}
+
+impl PnCounter {
+    pub fn new() -> Self {
+        PnCounter::default()
+    }
+
+    pub fn value(&self) -> i64 {
+        let v = i128::from(self.p.value()) - i128::from(self.n.value());
+        v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+    }
+
+    pub fn increment_delta(&self, replica: ReplicaId, by: u64) -> PnCounter {
+        PnCounter {
+            p: self.p.increment_delta(replica, by),
+            n: GCounter::new(),
+        }
+    }
+
+    pub fn decrement_delta(&self, replica: ReplicaId, by: u64) -> PnCounter {
+        PnCounter {
+            p: GCounter::new(),
+            n: self.n.increment_delta(replica, by),
+        }
+    }
+
+    pub fn merge(&self, other: &Self) -> Self {
+        PnCounter {
+            p: self.p.merge(&other.p),
+            n: self.n.merge(&other.n),
+        }
+    }
+
+    fn merge_summing(&self, other: &Self) -> Self {
+        PnCounter {
+            p: self.p.merge_summing(&other.p),
+            n: self.n.merge_summing(&other.n),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Registers
+// ---------------------------------------------------------------------------------
+
+/// A last-writer-wins timestamp: a hybrid logical clock reading, ties broken by the
+/// writer's replica id. Ordered by clock, then replica; unique per write because a
+/// node's clock strictly increases.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Stamp {
+    pub hlc: Hlc,
+    pub replica: ReplicaId,
+}
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.hlc, self.replica)
+    }
+}
+
+/// A last-writer-wins register: the value with the greatest [`Stamp`].
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LwwRegister {
+    current: Option<(Stamp, String)>,
+}
+
+impl LwwRegister {
+    pub fn new() -> Self {
+        LwwRegister::default()
+    }
+
+    pub fn value(&self) -> Option<&str> {
+        self.current.as_ref().map(|(_, v)| v.as_str())
+    }
+
+    pub fn stamp(&self) -> Option<Stamp> {
+        self.current.as_ref().map(|(s, _)| *s)
+    }
+
+    /// The delta of writing `value` at `stamp`.
+    pub fn assign_delta(stamp: Stamp, value: impl Into<String>) -> LwwRegister {
+        LwwRegister {
+            current: Some((stamp, value.into())),
+        }
+    }
+
+    pub fn merge(&self, other: &Self) -> Self {
+        match (&self.current, &other.current) {
+            (Some((a, _)), Some((b, _))) if b > a => other.clone(),
+            (None, _) => other.clone(),
+            _ => self.clone(),
+        }
+    }
+
+    /// The defect `lww_no_tiebreak`: equal clocks are resolved by arrival order (the
+    /// value already here stays), not by replica id.
+    fn merge_no_tiebreak(&self, other: &Self) -> Self {
+        match (&self.current, &other.current) {
+            (Some((a, _)), Some((b, _))) if b.hlc > a.hlc => other.clone(),
+            (None, _) => other.clone(),
+            _ => self.clone(),
+        }
+    }
+}
+
+/// Joins two dot stores keyed by dot: an entry survives if both sides have it, or if the
+/// side without it has not seen its dot (so it is new, not removed).
+fn join_dots<V: Clone>(
+    a: &BTreeMap<Dot, V>,
+    a_ctx: &CausalContext,
+    b: &BTreeMap<Dot, V>,
+    b_ctx: &CausalContext,
+) -> BTreeMap<Dot, V> {
+    let mut out = BTreeMap::new();
+    for (d, v) in a {
+        if b.contains_key(d) || !b_ctx.contains(*d) {
+            out.insert(*d, v.clone());
+        }
+    }
+    for (d, v) in b {
+        if !a.contains_key(d) && !a_ctx.contains(*d) {
+            out.insert(*d, v.clone());
+        }
+    }
+    out
+}
+
+/// A multi-value register: a write replaces every value it has seen; concurrent writes
+/// are all kept (the maximal antichain of writes under causality).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MvRegister {
+    entries: BTreeMap<Dot, String>,
+    context: CausalContext,
+}
+
+impl MvRegister {
+    pub fn new() -> Self {
+        MvRegister::default()
+    }
+
+    /// The concurrent values, in dot order.
+    pub fn values(&self) -> Vec<&str> {
+        self.entries.values().map(String::as_str).collect()
+    }
+
+    pub fn entries(&self) -> &BTreeMap<Dot, String> {
+        &self.entries
+    }
+
+    pub fn context(&self) -> &CausalContext {
+        &self.context
+    }
+
+    /// The dots a write here would supersede.
+    pub fn current_dots(&self) -> Vec<Dot> {
+        self.entries.keys().copied().collect()
+    }
+
+    /// The delta of writing `value` with the fresh dot `dot`: the new entry, with a
+    /// context covering every value it replaces.
+    pub fn assign_delta(&self, dot: Dot, value: impl Into<String>) -> MvRegister {
+        let mut entries = BTreeMap::new();
+        entries.insert(dot, value.into());
+        MvRegister {
+            entries,
+            context: CausalContext::from_dots(self.entries.keys().copied().chain([dot])),
+        }
+    }
+
+    pub fn merge(&self, other: &Self) -> Self {
+        MvRegister {
+            entries: join_dots(&self.entries, &self.context, &other.entries, &other.context),
+            context: self.context.merge(&other.context),
+        }
+    }
+
+    /// The defect `mvreg_collapse`: after the join only the entry with the greatest
+    /// dot survives, so concurrent writes collapse to one value.
+    fn merge_collapsing(&self, other: &Self) -> Self {
+        let mut joined = self.merge(other);
+        if let Some((&d, v)) = joined.entries.iter().next_back() {
+            let v = v.clone();
+            joined.entries = BTreeMap::from([(d, v)]);
+        }
+        joined
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Sets
+// ---------------------------------------------------------------------------------
+
+/// An observed-remove, add-wins set: each add tags its element with a fresh dot; a
+/// remove deletes the dots it has observed (and only those), so a concurrent add
+/// survives it. Removed dots live on only in the causal context, which compacts to a
+/// version vector: no tombstones.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrSet {
+    entries: BTreeMap<Dot, String>,
+    context: CausalContext,
+}
+
+impl OrSet {
+    pub fn new() -> Self {
+        OrSet::default()
+    }
+
+    /// The elements, sorted, without repetition.
+    pub fn elements(&self) -> BTreeSet<&str> {
+        self.entries.values().map(String::as_str).collect()
+    }
+
+    pub fn contains(&self, element: &str) -> bool {
+        self.entries.values().any(|e| e == element)
+    }
+
+    pub fn entries(&self) -> &BTreeMap<Dot, String> {
+        &self.entries
+    }
+
+    pub fn context(&self) -> &CausalContext {
+        &self.context
+    }
+
+    /// The dots of `element` here.
+    pub fn dots_of(&self, element: &str) -> Vec<Dot> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| *e == element)
+            .map(|(d, _)| *d)
+            .collect()
+    }
+
+    /// The delta of adding `element` with the fresh dot `dot`.
+    pub fn add_delta(dot: Dot, element: impl Into<String>) -> OrSet {
+        OrSet {
+            entries: BTreeMap::from([(dot, element.into())]),
+            context: CausalContext::from_dots([dot]),
+        }
+    }
+
+    /// The delta of removing `element` as observed here: no entries, the observed dots
+    /// in the context.
+    pub fn remove_delta(&self, element: &str) -> OrSet {
+        OrSet {
+            entries: BTreeMap::new(),
+            context: CausalContext::from_dots(self.dots_of(element)),
+        }
+    }
+
+    pub fn merge(&self, other: &Self) -> Self {
+        OrSet {
+            entries: join_dots(&self.entries, &self.context, &other.entries, &other.context),
+            context: self.context.merge(&other.context),
+        }
+    }
+
+    /// The defect `orset_remove_unobserved`: an element `other` has removed (it has
+    /// seen one of our dots for it and kept no entry for it) loses *all* its dots here,
+    /// including adds `other` never observed.
+    fn merge_remove_unobserved(&self, other: &Self) -> Self {
+        let mut joined = self.merge(other);
+        let other_elements: BTreeSet<&String> = other.entries.values().collect();
+        let removed: BTreeSet<String> = self
+            .entries
+            .iter()
+            .filter(|(d, e)| other.context.contains(**d) && !other_elements.contains(e))
+            .map(|(_, e)| e.clone())
+            .collect();
+        joined.entries.retain(|_, e| !removed.contains(e));
+        joined
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Typed values
+// ---------------------------------------------------------------------------------
+
+/// The kind of data a key space holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    GCounter,
+    PnCounter,
+    /// Last-writer-wins by hybrid logical clock and node id.
+    Lww,
+    MvRegister,
+    OrSet,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::GCounter,
+        Kind::PnCounter,
+        Kind::Lww,
+        Kind::MvRegister,
+        Kind::OrSet,
+    ];
+
+    /// The key prefix of this kind's key space (`g.k0`, `pn.k0`, ...).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Kind::GCounter => "g",
+            Kind::PnCounter => "pn",
+            Kind::Lww => "lww",
+            Kind::MvRegister => "mv",
+            Kind::OrSet => "set",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::GCounter => "gcounter",
+            Kind::PnCounter => "pncounter",
+            Kind::Lww => "lww",
+            Kind::MvRegister => "mvregister",
+            Kind::OrSet => "orset",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The kind of a key, from its key space (the text before the first `.`).
+    pub fn of_key(key: &str) -> Option<Kind> {
+        let prefix = key.split_once('.')?.0;
+        Kind::ALL.into_iter().find(|k| k.prefix() == prefix)
+    }
+
+    pub fn bottom(self) -> Value {
+        match self {
+            Kind::GCounter => Value::GCounter(GCounter::new()),
+            Kind::PnCounter => Value::PnCounter(PnCounter::new()),
+            Kind::Lww => Value::Lww(LwwRegister::new()),
+            Kind::MvRegister => Value::MvRegister(MvRegister::new()),
+            Kind::OrSet => Value::OrSet(OrSet::new()),
+        }
+    }
+}
+
+/// A key's replicated value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Value {
+    GCounter(GCounter),
+    PnCounter(PnCounter),
+    Lww(LwwRegister),
+    MvRegister(MvRegister),
+    OrSet(OrSet),
+}
+
+/// Merging two values of different kinds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot merge a {left} with a {right}")]
+pub struct KindMismatch {
+    pub left: &'static str,
+    pub right: &'static str,
+}
+
+/// Defects a merge can be asked to re-introduce (the protocol's bug flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeFlaws {
+    pub counters_sum: bool,
+    pub lww_no_tiebreak: bool,
+    pub mv_collapse: bool,
+    pub orset_remove_unobserved: bool,
+}
+
+impl Value {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Value::GCounter(_) => Kind::GCounter,
+            Value::PnCounter(_) => Kind::PnCounter,
+            Value::Lww(_) => Kind::Lww,
+            Value::MvRegister(_) => Kind::MvRegister,
+            Value::OrSet(_) => Kind::OrSet,
+        }
+    }
+
+    /// The join of two values of one kind.
+    pub fn merge(&self, other: &Value) -> Result<Value, KindMismatch> {
+        self.merge_with(other, MergeFlaws::default())
+    }
+
+    /// The join, or with `flaws` a deliberately broken merge.
+    pub fn merge_with(&self, other: &Value, flaws: MergeFlaws) -> Result<Value, KindMismatch> {
+        Ok(match (self, other) {
+            (Value::GCounter(a), Value::GCounter(b)) if flaws.counters_sum => {
+                Value::GCounter(a.merge_summing(b))
+            }
+            (Value::GCounter(a), Value::GCounter(b)) => Value::GCounter(a.merge(b)),
+            (Value::PnCounter(a), Value::PnCounter(b)) if flaws.counters_sum => {
+                Value::PnCounter(a.merge_summing(b))
+            }
+            (Value::PnCounter(a), Value::PnCounter(b)) => Value::PnCounter(a.merge(b)),
+            (Value::Lww(a), Value::Lww(b)) if flaws.lww_no_tiebreak => {
+                Value::Lww(a.merge_no_tiebreak(b))
+            }
+            (Value::Lww(a), Value::Lww(b)) => Value::Lww(a.merge(b)),
+            (Value::MvRegister(a), Value::MvRegister(b)) if flaws.mv_collapse => {
+                Value::MvRegister(a.merge_collapsing(b))
+            }
+            (Value::MvRegister(a), Value::MvRegister(b)) => Value::MvRegister(a.merge(b)),
+            (Value::OrSet(a), Value::OrSet(b)) if flaws.orset_remove_unobserved => {
+                Value::OrSet(a.merge_remove_unobserved(b))
+            }
+            (Value::OrSet(a), Value::OrSet(b)) => Value::OrSet(a.merge(b)),
+            (a, b) => {
+                return Err(KindMismatch {
+                    left: a.kind().name(),
+                    right: b.kind().name(),
+                });
+            }
+        })
+    }
+
+    /// A short rendering of the value a reader sees (no metadata), for transcripts.
+    pub fn render(&self) -> String {
+        match self {
+            Value::GCounter(c) => c.value().to_string(),
+            Value::PnCounter(c) => c.value().to_string(),
+            Value::Lww(r) => r.value().unwrap_or("-").to_string(),
+            Value::MvRegister(r) => format!("{{{}}}", r.values().join(",")),
+            Value::OrSet(s) => {
+                format!(
+                    "{{{}}}",
+                    s.elements().into_iter().collect::<Vec<_>>().join(",")
+                )
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Compact renderings for traces and violation messages
+// ---------------------------------------------------------------------------------
+
+impl std::fmt::Debug for Dot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::fmt::Debug for CausalContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let vv: Vec<String> = self.vv.iter().map(|(r, n)| format!("{r}:{n}")).collect();
+        write!(f, "[{}]", vv.join(" "))?;
+        if !self.cloud.is_empty() {
+            let cloud: Vec<String> = self.cloud.iter().map(Dot::to_string).collect();
+            write!(f, "+{}", cloud.join(""))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for GCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e: Vec<String> = self
+            .entries
+            .iter()
+            .map(|(r, n)| format!("{r}:{n}"))
+            .collect();
+        write!(f, "G{{{}}}", e.join(" "))
+    }
+}
+
+impl std::fmt::Debug for PnCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PN{{+{:?} -{:?}}}", self.p, self.n)
+    }
+}
+
+impl std::fmt::Debug for LwwRegister {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.current {
+            None => f.write_str("Lww{}"),
+            Some((stamp, v)) => write!(f, "Lww{{{v:?} at {stamp}}}"),
+        }
+    }
+}
+
+fn fmt_dotted(
+    f: &mut std::fmt::Formatter<'_>,
+    name: &str,
+    entries: &BTreeMap<Dot, String>,
+    context: &CausalContext,
+) -> std::fmt::Result {
+    let e: Vec<String> = entries.iter().map(|(d, v)| format!("{d}{v:?}")).collect();
+    write!(f, "{name}{{{} ctx {context:?}}}", e.join(" "))
+}
+
+impl std::fmt::Debug for MvRegister {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fmt_dotted(f, "Mv", &self.entries, &self.context)
+    }
+}
+
+impl std::fmt::Debug for OrSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fmt_dotted(f, "Set", &self.entries, &self.context)
+    }
+}

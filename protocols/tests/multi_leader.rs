@@ -1,0 +1,608 @@
+//! Multi-leader replication and its CRDTs.
+//!
+//! 1. The merge laws, as property tests over reachable states of every type:
+//!    commutative, associative, idempotent, inflationary. Each bug flag's merge is shown
+//!    to break the law or the specification it is meant to break.
+//! 2. The behaviours the reference got right (seed digest §16), on the simulator under
+//!    the reference's `instant` network and under a lossy network with crashes: LWW by
+//!    (clock, node) with ties to the higher node, strictly increasing timestamps, add-wins
+//!    OR-sets, at-most-once application, store-and-forward around a ring (one hop
+//!    all-to-all). And its defects, fixed: replication happens without anyone calling
+//!    `sync()`, removing an absent element is a clear failure, merges never mutate an
+//!    argument (they borrow it), and removed elements leave no tombstones.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use protocols::multi_leader::checker::{ConvergenceChecker, SpecificationChecker, final_states};
+use protocols::multi_leader::crdt::{
+    Dot, GCounter, Kind, LwwRegister, MergeFlaws, MvRegister, OrSet, PnCounter, Stamp, Value,
+};
+use protocols::multi_leader::hlc::Hlc;
+use protocols::multi_leader::workload::CrdtWorkload;
+use protocols::multi_leader::{
+    Bugs, Node, Observation, Op, Reply, Settings, Shipping, Timing, Topology,
+};
+use sim_core::fault::{Fault, ScheduledFault};
+use sim_core::network::{LinkConfig, NetworkConfig};
+use sim_core::rng::SimRng;
+use sim_core::trace::TraceOptions;
+use sim_core::workload::ClientConfig;
+use sim_core::{
+    Checker, ClientId, Completion, NodeId, RunOutput, SimConfig, SimDuration, SimTime, Simulation,
+};
+use storage::kv::EngineSyncPolicy;
+
+// ---------------------------------------------------------------------------------
+// Reachable states
+// ---------------------------------------------------------------------------------
+
+/// One step of a three-replica history: replica `at` does operation `arg`, or (when
+/// `sync`) joins replica `arg % 3`'s state.
+#[derive(Debug, Clone)]
+struct Step {
+    at: usize,
+    sync: bool,
+    arg: u8,
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    prop::collection::vec(
+        (0usize..3, prop::bool::weighted(0.3), any::<u8>()).prop_map(|(at, sync, arg)| Step {
+            at,
+            sync,
+            arg,
+        }),
+        0..40,
+    )
+}
+
+/// The three replicas' states after `steps` of `kind` operations and joins.
+fn replicas(kind: Kind, steps: &[Step]) -> [Value; 3] {
+    let mut states = [kind.bottom(), kind.bottom(), kind.bottom()];
+    let mut clocks = [Hlc::default(); 3];
+    let mut writes = 0u32;
+    for step in steps {
+        let r = step.at;
+        let id = r as u32;
+        if step.sync {
+            let other = states[step.arg as usize % 3].clone();
+            states[r] = states[r].merge(&other).expect("same kind");
+            continue;
+        }
+        writes += 1;
+        let delta = match &states[r] {
+            Value::GCounter(c) => {
+                Value::GCounter(c.increment_delta(id, u64::from(step.arg % 5) + 1))
+            }
+            Value::PnCounter(c) if step.arg % 2 == 0 => {
+                Value::PnCounter(c.increment_delta(id, u64::from(step.arg % 7) + 1))
+            }
+            Value::PnCounter(c) => {
+                Value::PnCounter(c.decrement_delta(id, u64::from(step.arg % 7) + 1))
+            }
+            Value::Lww(_) => {
+                // Physical times collide on purpose, so equal clocks meet node ids.
+                clocks[r] = clocks[r].tick(u64::from(step.arg % 4));
+                let stamp = Stamp {
+                    hlc: clocks[r],
+                    replica: id,
+                };
+                Value::Lww(LwwRegister::assign_delta(stamp, format!("{r}.{writes}")))
+            }
+            Value::MvRegister(m) => {
+                let dot = Dot::new(id, m.context().max_seen(id) + 1);
+                Value::MvRegister(m.assign_delta(dot, format!("{r}.{writes}")))
+            }
+            Value::OrSet(s) => {
+                let element = format!("e{}", step.arg % 3);
+                if step.arg % 5 < 2 && s.contains(&element) {
+                    Value::OrSet(s.remove_delta(&element))
+                } else {
+                    let dot = Dot::new(id, s.context().max_seen(id) + 1);
+                    Value::OrSet(OrSet::add_delta(dot, element))
+                }
+            }
+        };
+        states[r] = states[r].merge(&delta).expect("same kind");
+    }
+    states
+}
+
+fn join(a: &Value, b: &Value) -> Value {
+    a.merge(b).expect("same kind")
+}
+
+macro_rules! merge_laws {
+    ($($name:ident: $kind:expr;)*) => {$(
+        mod $name {
+            use super::*;
+
+            proptest! {
+                #[test]
+                fn commutative(s in steps()) {
+                    let [a, b, _] = replicas($kind, &s);
+                    prop_assert_eq!(join(&a, &b), join(&b, &a));
+                }
+
+                #[test]
+                fn associative(s in steps()) {
+                    let [a, b, c] = replicas($kind, &s);
+                    prop_assert_eq!(join(&join(&a, &b), &c), join(&a, &join(&b, &c)));
+                }
+
+                #[test]
+                fn idempotent(s in steps()) {
+                    let [a, _, _] = replicas($kind, &s);
+                    prop_assert_eq!(join(&a, &a), a);
+                }
+
+                #[test]
+                fn inflationary(s in steps()) {
+                    let [a, b, _] = replicas($kind, &s);
+                    let ab = join(&a, &b);
+                    // a ≤ a ⊔ b and b ≤ a ⊔ b: joining either back changes nothing.
+                    prop_assert_eq!(join(&ab, &a), ab.clone());
+                    prop_assert_eq!(join(&ab, &b), ab.clone());
+                    // And the arguments are untouched (merge borrows them).
+                    prop_assert_eq!(&replicas($kind, &s)[0], &a);
+                }
+
+                #[test]
+                fn replicas_that_exchange_states_converge(s in steps()) {
+                    let [a, b, c] = replicas($kind, &s);
+                    let all = join(&join(&a, &b), &c);
+                    prop_assert_eq!(join(&join(&c, &a), &b), all.clone());
+                    prop_assert_eq!(join(&b, &join(&c, &a)), all);
+                }
+            }
+        }
+    )*};
+}
+
+merge_laws! {
+    gcounter_laws: Kind::GCounter;
+    pncounter_laws: Kind::PnCounter;
+    lww_laws: Kind::Lww;
+    mvregister_laws: Kind::MvRegister;
+    orset_laws: Kind::OrSet;
+}
+
+proptest! {
+    /// A removed element leaves no tombstone: once every replica has joined every other,
+    /// the causal context is a bare version vector (no dot cloud), whatever was removed.
+    #[test]
+    fn orset_keeps_no_tombstones_once_states_are_exchanged(s in steps()) {
+        let [a, b, c] = replicas(Kind::OrSet, &s);
+        let Value::OrSet(all) = join(&join(&a, &b), &c) else { unreachable!() };
+        prop_assert_eq!(all.context().cloud_len(), 0);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The CRDTs' specifications, and what each defect breaks
+// ---------------------------------------------------------------------------------
+
+fn stamp(physical: u64, logical: u32, replica: u32) -> Stamp {
+    Stamp {
+        hlc: Hlc::new(physical, logical),
+        replica,
+    }
+}
+
+#[test]
+fn lww_compares_clock_then_node_and_ties_go_to_the_higher_node() {
+    let low = LwwRegister::assign_delta(stamp(10, 0, 2), "from n2");
+    let high = LwwRegister::assign_delta(stamp(10, 0, 1), "from n1 later clock");
+    let later = LwwRegister::assign_delta(stamp(10, 1, 0), "later");
+    assert_eq!(low.merge(&high).value(), Some("from n2"));
+    assert_eq!(high.merge(&low).value(), Some("from n2"));
+    assert_eq!(low.merge(&later).value(), Some("later"));
+    // The defect: a tie stays with whichever arrived first.
+    let flaw = MergeFlaws {
+        lww_no_tiebreak: true,
+        ..MergeFlaws::default()
+    };
+    let (a, b) = (Value::Lww(low), Value::Lww(high));
+    assert_ne!(
+        a.merge_with(&b, flaw).unwrap(),
+        b.merge_with(&a, flaw).unwrap()
+    );
+}
+
+#[test]
+fn counters_join_by_maximum_and_the_summing_defect_counts_twice() {
+    let a = GCounter::new().increment_delta(0, 3);
+    let b = a.merge(&GCounter::new().increment_delta(1, 2));
+    assert_eq!(b.value(), 5);
+    assert_eq!(b.merge(&b).value(), 5);
+    let flaw = MergeFlaws {
+        counters_sum: true,
+        ..MergeFlaws::default()
+    };
+    let v = Value::GCounter(b);
+    let Value::GCounter(twice) = v.merge_with(&v, flaw).unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(twice.value(), 10, "summing is not idempotent");
+    let pn = PnCounter::new().increment_delta(0, 5);
+    let pn = pn.merge(&pn.decrement_delta(0, 7));
+    assert_eq!(pn.value(), -2);
+}
+
+#[test]
+fn orset_is_add_wins_and_remove_deletes_only_observed_adds() {
+    let base = OrSet::new().merge(&OrSet::add_delta(Dot::new(0, 1), "x"));
+    // Replica 0 removes x (observing dot (0,1)); replica 1 concurrently adds x again.
+    let removed = base.merge(&base.remove_delta("x"));
+    let readded = base.merge(&OrSet::add_delta(Dot::new(1, 1), "x"));
+    assert!(!removed.contains("x"));
+    let joined = removed.merge(&readded);
+    assert!(joined.contains("x"), "the concurrent add wins");
+    assert_eq!(joined.dots_of("x"), vec![Dot::new(1, 1)]);
+    assert_eq!(joined, readded.merge(&removed));
+    // The defect: the remove also deletes the add it never saw, on one side only.
+    let flaw = MergeFlaws {
+        orset_remove_unobserved: true,
+        ..MergeFlaws::default()
+    };
+    let (r, a) = (Value::OrSet(removed), Value::OrSet(readded));
+    assert_ne!(
+        r.merge_with(&a, flaw).unwrap(),
+        a.merge_with(&r, flaw).unwrap()
+    );
+}
+
+#[test]
+fn mv_register_keeps_concurrent_writes_and_a_later_write_replaces_them() {
+    let empty = MvRegister::new();
+    let a = empty.merge(&empty.assign_delta(Dot::new(0, 1), "a"));
+    let b = empty.merge(&empty.assign_delta(Dot::new(1, 1), "b"));
+    let both = a.merge(&b);
+    assert_eq!(both.values(), vec!["a", "b"]);
+    let c = both.merge(&both.assign_delta(Dot::new(2, 1), "c"));
+    assert_eq!(c.values(), vec!["c"]);
+    assert_eq!(
+        c.merge(&a).values(),
+        vec!["c"],
+        "a replaced value stays replaced"
+    );
+    let flaw = MergeFlaws {
+        mv_collapse: true,
+        ..MergeFlaws::default()
+    };
+    let Value::MvRegister(collapsed) = Value::MvRegister(a)
+        .merge_with(&Value::MvRegister(b), flaw)
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        collapsed.values(),
+        vec!["b"],
+        "the defect loses a concurrent write"
+    );
+}
+
+#[test]
+fn values_of_different_kinds_do_not_merge() {
+    let e = Kind::GCounter
+        .bottom()
+        .merge(&Kind::OrSet.bottom())
+        .unwrap_err();
+    assert_eq!(e.to_string(), "cannot merge a gcounter with a orset");
+}
+
+// ---------------------------------------------------------------------------------
+// The protocol on the simulator
+// ---------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy)]
+enum Net {
+    Instant,
+    Lossy,
+}
+
+type Gen = Box<dyn FnMut(ClientId, &mut SimRng) -> Op>;
+
+fn settings(topology: Topology, shipping: Shipping) -> Settings {
+    Settings {
+        topology,
+        shipping,
+        timing: Timing::default(),
+        engine: Arc::new(storage::btree::BTreeOpener {
+            options: storage::btree::BTreeOptions {
+                sync_policy: EngineSyncPolicy::Explicit,
+                ..Default::default()
+            },
+        }),
+    }
+}
+
+fn simulate(
+    seed: u64,
+    nodes: usize,
+    net: Net,
+    settings: Settings,
+    schedule: Vec<(u64, Fault)>,
+    workload: Gen,
+) -> RunOutput<Node> {
+    let mut config = SimConfig::new(seed, nodes);
+    config.duration = SimDuration::from_millis(2500);
+    config.quiet_period = SimDuration::from_millis(1000);
+    config.network = match net {
+        Net::Instant => NetworkConfig::instant(),
+        Net::Lossy => NetworkConfig {
+            default_link: LinkConfig {
+                drop_probability: 0.05,
+                duplicate_probability: 0.05,
+                ..LinkConfig::default()
+            },
+            links: Default::default(),
+        },
+    };
+    config.schedule = schedule
+        .into_iter()
+        .map(|(at, fault)| ScheduledFault {
+            at: SimTime(at * 1_000),
+            fault,
+        })
+        .collect();
+    config.clients = Some(ClientConfig {
+        clients: 4,
+        think_min: SimDuration::from_millis(5),
+        think_max: SimDuration::from_millis(20),
+        timeout: SimDuration::from_millis(400),
+        max_operations: None,
+        max_retries: 0,
+    });
+    let factory = move |id| Node::new(id, settings.clone(), Bugs::default());
+    let trace = TraceOptions {
+        keep_lines: false,
+        jsonl: None,
+    };
+    Simulation::new(config, factory, Some(Box::new(workload)), trace)
+        .expect("valid configuration")
+        .run()
+}
+
+fn all_types() -> Gen {
+    let mut w = CrdtWorkload::new(Kind::ALL.to_vec(), 2, 3);
+    Box::new(move |c, rng| w.next(c, rng))
+}
+
+fn check(run: &RunOutput<Node>) {
+    let violations: Vec<String> = ConvergenceChecker
+        .check(run)
+        .into_iter()
+        .chain(SpecificationChecker.check(run))
+        .map(|v| v.to_string())
+        .collect();
+    assert!(violations.is_empty(), "{violations:?}");
+    let ok = run.history.operations.iter().filter(|o| o.is_ok()).count();
+    assert!(ok > 50, "only {ok} operations succeeded");
+}
+
+/// `(origin, from)` of every remote application.
+fn applications(run: &RunOutput<Node>) -> Vec<(u32, u32)> {
+    run.observations
+        .iter()
+        .filter_map(|o| match o.obs {
+            Observation::Applied { origin, from, .. } => Some((origin, from)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn all_to_all_converges_in_one_hop_under_the_instant_network() {
+    for seed in 0..4 {
+        let run = simulate(
+            seed,
+            4,
+            Net::Instant,
+            settings(Topology::AllToAll, Shipping::Delta),
+            vec![],
+            all_types(),
+        );
+        check(&run);
+        let apps = applications(&run);
+        assert!(!apps.is_empty());
+        assert!(
+            apps.iter().all(|(origin, from)| origin == from),
+            "with no delay every change reaches every node straight from its origin"
+        );
+    }
+}
+
+#[test]
+fn ring_and_star_converge_by_store_and_forward() {
+    for (topology, nodes) in [(Topology::Ring, 5), (Topology::Star, 4)] {
+        for net in [Net::Instant, Net::Lossy] {
+            let run = simulate(
+                7,
+                nodes,
+                net,
+                settings(topology.clone(), Shipping::Delta),
+                vec![],
+                all_types(),
+            );
+            check(&run);
+            let forwarded = applications(&run)
+                .iter()
+                .filter(|(origin, from)| origin != from)
+                .count();
+            assert!(forwarded > 0, "{topology:?} {net:?}: nothing was forwarded");
+            let (states, unsettled) = final_states(&run);
+            assert!(unsettled.is_empty());
+            assert_eq!(states.len(), nodes);
+        }
+    }
+}
+
+#[test]
+fn full_state_shipping_converges_too_and_costs_more_bytes() {
+    let run = simulate(
+        3,
+        4,
+        Net::Lossy,
+        settings(Topology::Ring, Shipping::Full),
+        vec![],
+        all_types(),
+    );
+    check(&run);
+    let (mut delta, mut state) = (0, 0);
+    for o in &run.observations {
+        if let Observation::LocalWrite {
+            delta_bytes,
+            state_bytes,
+            ..
+        } = o.obs
+        {
+            delta += delta_bytes;
+            state += state_bytes;
+        }
+    }
+    assert!(state > delta, "state {state} bytes, delta {delta} bytes");
+}
+
+#[test]
+fn timestamps_strictly_increase_per_node_also_across_a_restart() {
+    let only_lww: Gen = {
+        let mut w = CrdtWorkload::new(vec![Kind::Lww], 2, 1);
+        Box::new(move |c, rng| w.next(c, rng))
+    };
+    let schedule = vec![
+        (600, Fault::Crash { node: NodeId(1) }),
+        (700, Fault::Restart { node: NodeId(1) }),
+    ];
+    let run = simulate(
+        11,
+        3,
+        Net::Instant,
+        settings(Topology::AllToAll, Shipping::Delta),
+        schedule,
+        only_lww,
+    );
+    check(&run);
+    let mut by_node: BTreeMap<NodeId, Vec<(SimTime, Stamp)>> = BTreeMap::new();
+    for op in &run.history.operations {
+        if let Some((at, Completion::Ok(Reply::Assigned { stamp }))) = &op.completion {
+            assert_eq!(
+                stamp.replica, op.node.0,
+                "a stamp names the node that wrote"
+            );
+            by_node.entry(op.node).or_default().push((*at, *stamp));
+        }
+    }
+    assert_eq!(by_node.len(), 3);
+    for (node, mut stamps) in by_node {
+        stamps.sort();
+        for pair in stamps.windows(2) {
+            assert!(pair[0].1 < pair[1].1, "{node}: {:?}", pair);
+        }
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_crashes_and_are_applied_once() {
+    for seed in 0..3 {
+        let schedule = vec![
+            (300, Fault::Crash { node: NodeId(0) }),
+            (500, Fault::Restart { node: NodeId(0) }),
+            (800, Fault::Crash { node: NodeId(2) }),
+            (1100, Fault::Restart { node: NodeId(2) }),
+        ];
+        let run = simulate(
+            seed,
+            3,
+            Net::Lossy,
+            settings(Topology::Ring, Shipping::Delta),
+            schedule,
+            all_types(),
+        );
+        check(&run);
+        assert_eq!(run.final_incarnation, vec![2, 1, 2]);
+    }
+}
+
+#[test]
+fn an_operation_outside_its_key_space_or_removing_an_absent_element_fails_clearly() {
+    let requests = [
+        Op::Remove {
+            key: "set.k0".into(),
+            element: "ghost".into(),
+        },
+        Op::Decrement {
+            key: "g.k0".into(),
+            by: 1,
+        },
+        Op::Add {
+            key: "pn.k0".into(),
+            element: "x".into(),
+        },
+        Op::Increment {
+            key: "nospace".into(),
+            by: 1,
+        },
+    ];
+    let mut i = 0;
+    let requests_gen: Gen = Box::new(move |_c, _rng| {
+        let op = requests[i % requests.len()].clone();
+        i += 1;
+        op
+    });
+    let run = simulate(
+        1,
+        2,
+        Net::Instant,
+        settings(Topology::AllToAll, Shipping::Delta),
+        vec![],
+        requests_gen,
+    );
+    let reasons: Vec<String> = run
+        .history
+        .operations
+        .iter()
+        .filter_map(|o| match &o.completion {
+            Some((_, Completion::Fail(reason))) => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons.len(),
+        run.history
+            .operations
+            .iter()
+            .filter(|o| o.completion.is_some())
+            .count()
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("ghost is not in the set here"))
+    );
+    assert!(reasons.iter().any(|r| r.contains("g.k0 holds a gcounter")));
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("pn.k0 holds a pncounter"))
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("nospace is in no key space"))
+    );
+}
+
+#[test]
+fn topologies_are_validated() {
+    assert_eq!(Topology::Ring.neighbours(0, 5), vec![NodeId(1), NodeId(4)]);
+    assert_eq!(Topology::Star.neighbours(3, 5), vec![NodeId(0)]);
+    assert_eq!(Topology::Star.neighbours(0, 3), vec![NodeId(1), NodeId(2)]);
+    assert!(Topology::Custom(vec![(0, 1), (1, 2)]).validate(3).is_ok());
+    assert!(Topology::Custom(vec![(0, 1)]).validate(3).is_err());
+    assert!(Topology::Custom(vec![(0, 0), (0, 1)]).validate(2).is_err());
+    assert!(Topology::AllToAll.validate(1).is_ok());
+}
