@@ -355,3 +355,135 @@ drop = 0.2
         }
     }
 }
+
+// ---- The reference's behaviours to keep (seed digest, gossip), under its `instant`
+// delivery: the baseline detector is the reference's model, so it must still behave as
+// the reference's tests expected.
+
+/// Five members on the `instant` network; `extra` adds faults or settings.
+fn instant_baseline(extra: &str) -> Scenario {
+    let text = format!(
+        r#"
+protocol = "gossip"
+nodes = 5
+duration = "14s"
+quiet_period = "1s"
+
+[network]
+profile = "instant"
+
+{extra}
+"#
+    );
+    Scenario::parse("instant-baseline.toml", &text, "gossip-instant-baseline").expect("valid")
+}
+
+/// `(time µs, state, incarnation)` of every change in `observer`'s view of `member`.
+fn view_changes(
+    report: &scenarios::RunReport,
+    observer: u32,
+    member: u32,
+) -> Vec<(u64, String, u64)> {
+    let prefix = format!("n{observer} observe View {{ member: NodeId({member}), state: ");
+    report
+        .trace_lines
+        .iter()
+        .filter(|l| l.text.starts_with(&prefix))
+        .map(|l| {
+            let rest = &l.text[prefix.len()..];
+            let state = rest.split(',').next().expect("state").to_string();
+            let inc = rest
+                .split("incarnation: ")
+                .nth(1)
+                .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|s| s.parse().ok())
+                .expect("incarnation");
+            (l.time.as_micros(), state, inc)
+        })
+        .collect()
+}
+
+fn run_kept(s: &Scenario, seed: u64) -> scenarios::RunReport {
+    let report = scenarios::run(
+        s,
+        RunOptions {
+            keep_trace_lines: true,
+            ..RunOptions::seed(seed)
+        },
+    )
+    .expect("runs");
+    assert!(report.passed(), "seed {seed}: {:?}", report.violations);
+    report
+}
+
+/// alive → suspected → dead → deleted at every member; a dead member is never revived at
+/// its incarnation; once deleted it rejoins fresh (at a higher incarnation) when it
+/// comes back.
+#[test]
+fn under_instant_delivery_the_baseline_lifecycle_is_the_references() {
+    let s = instant_baseline(
+        "[settings]\ndetector = \"baseline\"\n\n[[schedule]]\nat = \"2s\"\nfault = \"crash\"\nnode = 3\n\n[[schedule]]\nat = \"10s\"\nfault = \"restart\"\nnode = 3\n",
+    );
+    const RESTART_US: u64 = 10_000_000;
+    for seed in 0..5 {
+        let report = run_kept(&s, seed);
+        for observer in [0, 1, 2, 4] {
+            let changes = view_changes(&report, observer, 3);
+            let states: Vec<&str> = changes.iter().map(|(_, s, _)| s.as_str()).collect();
+            let pos = |want: &str| states.iter().position(|s| *s == want);
+            let (Some(sus), Some(dead), Some(removed)) =
+                (pos("Suspect"), pos("Dead"), pos("Removed"))
+            else {
+                panic!("seed {seed}: n{observer}'s view of n3 went {states:?}");
+            };
+            assert!(
+                sus < dead && dead < removed,
+                "seed {seed}: n{observer}: {states:?}"
+            );
+            // Never revived at the incarnation it died at.
+            let died_at = changes[dead].2;
+            assert!(
+                !changes[dead..]
+                    .iter()
+                    .any(|(_, s, i)| s == "Alive" && *i <= died_at),
+                "seed {seed}: n{observer} revived n3: {changes:?}"
+            );
+            // Back after its restart, fresh: alive at a higher incarnation.
+            let back = changes[removed..].iter().find(|(_, s, _)| s == "Alive");
+            assert!(
+                back.is_some_and(|(t, _, i)| *i > died_at && *t >= RESTART_US),
+                "seed {seed}: n{observer} never saw n3 rejoin: {changes:?}"
+            );
+        }
+    }
+}
+
+/// A member that leaves announces it to every active peer: under instant delivery every
+/// other member marks it `Left` at the moment it leaves, and never revives it.
+#[test]
+fn under_instant_delivery_a_leave_reaches_every_active_peer_at_once() {
+    const LEAVE_US: u64 = 3_000_000;
+    for detector in ["baseline", "swim"] {
+        let s = instant_baseline(&format!(
+            "[settings]\ndetector = \"{detector}\"\nleave = [{{ node = 2, at = \"3s\" }}]\n"
+        ));
+        for seed in 0..5 {
+            let report = run_kept(&s, seed);
+            for observer in [0, 1, 3, 4] {
+                let changes = view_changes(&report, observer, 2);
+                let left = changes.iter().position(|(_, s, _)| s == "Left");
+                let Some(left) = left else {
+                    panic!("{detector} seed {seed}: n{observer} never saw n2 leave: {changes:?}");
+                };
+                assert_eq!(
+                    changes[left].0, LEAVE_US,
+                    "{detector} seed {seed}: n{observer}"
+                );
+                assert!(
+                    !changes[left..].iter().any(|(_, s, _)| s == "Alive"),
+                    "{detector} seed {seed}: n{observer} revived n2: {changes:?}"
+                );
+            }
+        }
+    }
+}
