@@ -52,6 +52,22 @@ pub fn find(name: &str) -> Option<&'static EngineEntry> {
     ENGINES.iter().find(|e| e.name == name)
 }
 
+/// The opener of each node's engine, in node order, as the scenario's `[storage]` names
+/// them.
+pub fn openers(
+    scenario: &crate::scenario::Scenario,
+) -> Result<Vec<Arc<dyn EngineOpener>>, crate::error::ScenarioError> {
+    scenario
+        .engines
+        .iter()
+        .map(|name| {
+            find(name).map(|e| (e.opener)()).ok_or_else(|| {
+                crate::error::ScenarioError::Options(format!("unknown storage engine {name}"))
+            })
+        })
+        .collect()
+}
+
 pub fn names() -> Vec<&'static str> {
     ENGINES.iter().map(|e| e.name).collect()
 }

@@ -167,17 +167,15 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
     let s = settings(&scenario.file, &scenario.text)?;
     let bugs = Bugs::from_names(options.bug_names(scenario))
         .map_err(|e| ScenarioError::Options(e.to_string()))?;
-    let mut per_node = Vec::new();
-    for name in &scenario.engines {
-        let entry = engines::find(name)
-            .ok_or_else(|| ScenarioError::Options(format!("unknown storage engine {name}")))?;
-        per_node.push(Settings {
+    let per_node: Vec<Settings> = engines::openers(scenario)?
+        .into_iter()
+        .map(|engine| Settings {
             timing: s.timing.clone(),
             mode: s.mode,
             resource: s.resource,
-            engine: (entry.opener)(),
-        });
-    }
+            engine,
+        })
+        .collect();
     let factory = move |node: NodeId| Node::new(node, per_node[node.index()].clone(), bugs);
     let workload = |_client: ClientId, _rng: &mut SimRng| {};
     let members: Vec<NodeId> = (0..scenario.sim.node_count as u32)

@@ -191,16 +191,15 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
     let bugs = Bugs::from_names(options.bug_names(scenario))
         .map_err(|e| ScenarioError::Options(e.to_string()))?;
     let config = Arc::new(s.config.clone());
-    let mut per_node = Vec::new();
-    for (i, name) in scenario.engines.iter().enumerate() {
-        let entry = engines::find(name)
-            .ok_or_else(|| ScenarioError::Options(format!("unknown storage engine {name}")))?;
-        per_node.push(Settings {
+    let per_node: Vec<Settings> = engines::openers(scenario)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, engine)| Settings {
             config: config.clone(),
             leave_at: s.leave.get(i).copied().flatten(),
-            engine: (entry.opener)(),
-        });
-    }
+            engine,
+        })
+        .collect();
     let factory = move |node: NodeId| Node::new(per_node[node.index()].clone(), bugs);
     let workload = |_client: ClientId, _rng: &mut SimRng| {};
     let checkers: Vec<Box<dyn Checker<Node>>> = vec![

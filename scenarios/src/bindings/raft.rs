@@ -106,16 +106,14 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
     features.max_drift_ppm = scenario.sim.clock.max_drift_ppm;
     let bugs = Bugs::from_names(options.bug_names(scenario))
         .map_err(|e| ScenarioError::Options(e.to_string()))?;
-    let mut per_node = Vec::new();
-    for name in &scenario.engines {
-        let entry = engines::find(name)
-            .ok_or_else(|| ScenarioError::Options(format!("unknown storage engine {name}")))?;
-        per_node.push(Settings {
+    let per_node: Vec<Settings> = engines::openers(scenario)?
+        .into_iter()
+        .map(|engine| Settings {
             timing: timing.clone(),
             features: features.clone(),
-            engine: (entry.opener)(),
-        });
-    }
+            engine,
+        })
+        .collect();
     let factory = move |node: NodeId| Node::new(per_node[node.index()].clone(), bugs);
     let (keys, mix) = scenario.kv_workload.unwrap_or((5, Default::default()));
     let mut generator = KvWorkload::new(keys, mix);
