@@ -2,14 +2,16 @@
 
 use std::sync::Arc;
 
-use storage::kv::EngineOpener;
+use storage::bugs::EngineBugs;
+use storage::kv::{EngineOpener, EngineSyncPolicy};
 
 /// A storage engine as listed by `faultline list`.
 pub struct EngineEntry {
     pub name: &'static str,
     pub description: &'static str,
-    /// Builds the engine's opener with its default options.
-    pub opener: fn() -> Arc<dyn EngineOpener>,
+    /// Builds the engine's opener with its simulation options, the given sync policy
+    /// and engine bug flags.
+    pub opener: fn(EngineSyncPolicy, EngineBugs) -> Arc<dyn EngineOpener>,
 }
 
 /// Every engine, by name. The first is the default.
@@ -17,21 +19,41 @@ pub static ENGINES: &[EngineEntry] = &[
     EngineEntry {
         name: "lsm",
         description: "LSM tree: WAL-backed memtable, SSTables with Bloom filters, a MANIFEST, leveled compaction",
-        opener: || {
+        opener: |sync_policy, bugs| {
             Arc::new(storage::lsm::LsmOpener {
-                options: simulation_lsm_options(),
+                options: storage::lsm::LsmOptions {
+                    sync_policy,
+                    bugs,
+                    ..simulation_lsm_options()
+                },
             })
         },
     },
     EngineEntry {
         name: "bitcask",
         description: "append-only data files with an in-memory keydir, hint files and crash-safe merge",
-        opener: || Arc::new(storage::bitcask::BitcaskOpener::default()),
+        opener: |sync_policy, bugs| {
+            Arc::new(storage::bitcask::BitcaskOpener {
+                options: storage::bitcask::BitcaskOptions {
+                    sync_policy,
+                    bugs,
+                    ..Default::default()
+                },
+            })
+        },
     },
     EngineEntry {
         name: "btree",
         description: "B+tree of checksummed pages with a physical redo WAL and a crash-safe superblock",
-        opener: || Arc::new(storage::btree::BTreeOpener::default()),
+        opener: |sync_policy, bugs| {
+            Arc::new(storage::btree::BTreeOpener {
+                options: storage::btree::BTreeOptions {
+                    sync_policy,
+                    bugs,
+                    ..Default::default()
+                },
+            })
+        },
     },
 ];
 
@@ -53,15 +75,16 @@ pub fn find(name: &str) -> Option<&'static EngineEntry> {
 }
 
 /// The opener of each node's engine, in node order, as the scenario's `[storage]` names
-/// them.
+/// them, with the run's engine bug flags (`RunOptions::engine_bugs`).
 pub fn openers(
     scenario: &crate::scenario::Scenario,
+    bugs: EngineBugs,
 ) -> Result<Vec<Arc<dyn EngineOpener>>, crate::error::ScenarioError> {
     scenario
         .engines
         .iter()
         .map(|name| {
-            find(name).map(|e| (e.opener)()).ok_or_else(|| {
+            opener(name, EngineSyncPolicy::EveryWrite, bugs).ok_or_else(|| {
                 crate::error::ScenarioError::Options(format!("unknown storage engine {name}"))
             })
         })
@@ -77,33 +100,13 @@ pub fn default_engine() -> &'static str {
     ENGINES.first().map_or("none", |e| e.name)
 }
 
-/// The engine `name` with its simulation options but the given sync policy: protocols
-/// that sync explicitly, before they reveal, open their engines with
+/// The engine `name` with its simulation options, the given sync policy and engine bug
+/// flags: protocols that sync explicitly, before they reveal, open their engines with
 /// [`EngineSyncPolicy::Explicit`] so an unsynced write can be lost in a crash.
-pub fn opener_with_sync_policy(
+pub fn opener(
     name: &str,
-    policy: storage::kv::EngineSyncPolicy,
+    policy: EngineSyncPolicy,
+    bugs: EngineBugs,
 ) -> Option<Arc<dyn EngineOpener>> {
-    let opener: Arc<dyn EngineOpener> = match name {
-        "lsm" => Arc::new(storage::lsm::LsmOpener {
-            options: storage::lsm::LsmOptions {
-                sync_policy: policy,
-                ..simulation_lsm_options()
-            },
-        }),
-        "bitcask" => Arc::new(storage::bitcask::BitcaskOpener {
-            options: storage::bitcask::BitcaskOptions {
-                sync_policy: policy,
-                ..Default::default()
-            },
-        }),
-        "btree" => Arc::new(storage::btree::BTreeOpener {
-            options: storage::btree::BTreeOptions {
-                sync_policy: policy,
-                ..Default::default()
-            },
-        }),
-        _ => return None,
-    };
-    Some(opener)
+    find(name).map(|e| (e.opener)(policy, bugs))
 }

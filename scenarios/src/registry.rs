@@ -71,8 +71,25 @@ pub fn names() -> Vec<&'static str> {
     PROTOCOLS.iter().map(|p| p.name).collect()
 }
 
-/// Checks that `name` is a bug flag of `protocol` (engine flags join this list later).
+/// Checks that `name` is a bug flag of `protocol`, or an engine bug flag
+/// (`storage::bugs`) of a protocol whose nodes keep their state in the engines.
 pub fn check_bug_flag(protocol: &ProtocolEntry, name: &str) -> Result<(), String> {
+    if storage::bugs::is_engine_flag_name(name) {
+        if storage::bugs::EngineBug::from_name(name).is_none() {
+            let known: Vec<&str> = storage::bugs::ENGINE_BUGS.iter().map(|f| f.name).collect();
+            return Err(format!(
+                "unknown engine bug flag `{name}`; expected one of: {}",
+                known.join(", ")
+            ));
+        }
+        if !protocol.uses_engines {
+            return Err(format!(
+                "engine bug flag `{name}` has no effect on protocol {}: its nodes keep no state in a storage engine",
+                protocol.name
+            ));
+        }
+        return Ok(());
+    }
     if protocol.bug_flags.iter().any(|f| f.name == name) {
         Ok(())
     } else {

@@ -34,15 +34,28 @@ impl RunOptions {
         }
     }
 
-    /// The scenario's bug flags followed by the options', de-duplicated.
+    /// The scenario's protocol bug flags followed by the options', de-duplicated (engine
+    /// flags are in [`RunOptions::engine_bugs`]).
     pub fn bug_names<'a>(&'a self, scenario: &'a Scenario) -> Vec<&'a str> {
-        let mut names: Vec<&str> = scenario.bugs.iter().map(String::as_str).collect();
-        for name in &self.bugs {
-            if !names.contains(&name.as_str()) {
+        let mut names: Vec<&str> = Vec::new();
+        for name in scenario.bugs.iter().chain(&self.bugs) {
+            if !storage::bugs::is_engine_flag_name(name) && !names.contains(&name.as_str()) {
                 names.push(name);
             }
         }
         names
+    }
+
+    /// The engine bug flags (`wal.*`, `bitcask.*`, `btree.*`, `lsm.*`) of the scenario and
+    /// the options. Names were checked when the scenario was loaded and when the run
+    /// started ([`crate::registry::check_bug_flag`]); an unknown one is ignored here.
+    pub fn engine_bugs(&self, scenario: &Scenario) -> storage::bugs::EngineBugs {
+        scenario
+            .bugs
+            .iter()
+            .chain(&self.bugs)
+            .filter_map(|name| storage::bugs::EngineBug::from_name(name))
+            .fold(storage::bugs::EngineBugs::NONE, |set, bug| set.with(bug))
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod bitcask;
 pub mod btree;
+pub mod bugs;
 mod codec;
 pub mod kv;
 pub mod lsm;

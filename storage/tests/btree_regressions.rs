@@ -26,6 +26,7 @@ fn opts(sync_policy: EngineSyncPolicy) -> BTreeOptions {
         sync_policy,
         page_size: PAGE,
         max_dirty_pages: 4,
+        ..BTreeOptions::default()
     }
 }
 

@@ -36,6 +36,7 @@ fn btree(sync_policy: EngineSyncPolicy) -> BTreeOpener {
             sync_policy,
             page_size: 1024,
             max_dirty_pages: 3,
+            ..BTreeOptions::default()
         },
     }
 }

@@ -229,6 +229,7 @@ fn btree_every_single_byte_corruption_is_detected_or_harmless() {
             sync_policy: EngineSyncPolicy::Explicit,
             page_size: 1024,
             max_dirty_pages: 3,
+            ..BTreeOptions::default()
         },
     };
     // Measured: 0.81 read everything right.

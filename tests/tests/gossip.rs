@@ -258,7 +258,12 @@ fn completeness_bound_is_tight_enough_to_fail_a_detector_that_never_confirms() {
     assert!(bound.as_micros() < 12_000_000, "{bound:?}");
     let kinds = |nodes: Config, seed: u64| -> Vec<String> {
         let nodes = Arc::new(nodes);
-        let opener = (scenarios::engines::find("btree").expect("engine").opener)();
+        let opener = scenarios::engines::opener(
+            "btree",
+            storage::kv::EngineSyncPolicy::EveryWrite,
+            Default::default(),
+        )
+        .expect("engine");
         let factory = move |_node| {
             Node::new(
                 Settings {

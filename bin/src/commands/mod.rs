@@ -97,6 +97,12 @@ pub fn list(json: bool) {
             "fault_kinds": FaultKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
             "partition_shapes": ["isolate", "random_halves", "majorities_ring", "bridge", "one_way", "links"],
             "network_profiles": ["lan", "instant", "wan"],
+            "engines": scenarios::engines::ENGINES.iter().map(|e| serde_json::json!({
+                "name": e.name, "description": e.description,
+            })).collect::<Vec<_>>(),
+            "engine_bug_flags": storage::bugs::ENGINE_BUGS.iter().map(|b| serde_json::json!({
+                "name": b.name, "description": b.description,
+            })).collect::<Vec<_>>(),
         });
         say!("{value}");
         return;
@@ -117,4 +123,12 @@ pub fn list(json: bool) {
     );
     say!("partition shapes: isolate, random_halves, majorities_ring, bridge, one_way, links");
     say!("network profiles: lan, instant, wan");
+    say!("storage engines ([storage] engines = [...]):");
+    for e in scenarios::engines::ENGINES {
+        say!("  {:<12} {}", e.name, e.description);
+    }
+    say!("engine bug flags (--bug, for protocols that keep state in the engines):");
+    for b in storage::bugs::ENGINE_BUGS {
+        say!("    bug      {:<40} {}", b.name, b.description);
+    }
 }

@@ -109,11 +109,17 @@ pub struct AcceptorLog {
 
 impl AcceptorLog {
     /// Opens (or creates) the log in `dir` and replays it.
-    pub fn open(vfs: VfsHandle, dir: &str, nonce: u64) -> Result<AcceptorLog, AcceptorError> {
+    pub fn open(
+        vfs: VfsHandle,
+        dir: &str,
+        nonce: u64,
+        bugs: storage::bugs::EngineBugs,
+    ) -> Result<AcceptorLog, AcceptorError> {
         storage::vfs::create_dir_all_durable(vfs.as_ref(), dir).map_err(WalError::from)?;
         let options = WalOptions {
             sync_policy: SyncPolicy::Never,
             nonce,
+            bugs,
             ..WalOptions::default()
         };
         let wal = Wal::open(vfs, dir, options)?;
@@ -299,7 +305,8 @@ mod tests {
         let disk = SimDisk::new(DiskConfig::default(), fork(7, "disk", 0));
         let vfs: VfsHandle = Arc::new(disk.clone());
         {
-            let mut log = AcceptorLog::open(vfs.clone(), "paxos/acceptor", 1).unwrap();
+            let mut log =
+                AcceptorLog::open(vfs.clone(), "paxos/acceptor", 1, Default::default()).unwrap();
             log.promise(b(2, 1), true).unwrap();
             log.accept(1, b(2, 1), &batch(1), true).unwrap();
             log.accept(2, b(2, 1), &Value::Noop, true).unwrap();
@@ -310,7 +317,7 @@ mod tests {
             log.promise(b(9, 2), true).unwrap();
         }
         disk.crash();
-        let log = AcceptorLog::open(vfs, "paxos/acceptor", 2).unwrap();
+        let log = AcceptorLog::open(vfs, "paxos/acceptor", 2, Default::default()).unwrap();
         assert!(log.promised() >= b(4, 2));
         assert_eq!(log.accepted(1), Some(&(b(3, 0), batch(9))));
         assert_eq!(log.accepted(2), Some(&(b(2, 1), Value::Noop)));
@@ -322,14 +329,15 @@ mod tests {
         let disk = SimDisk::new(DiskConfig::default(), fork(8, "disk", 0));
         let vfs: VfsHandle = Arc::new(disk.clone());
         {
-            let mut log = AcceptorLog::open(vfs.clone(), "paxos/acceptor", 1).unwrap();
+            let mut log =
+                AcceptorLog::open(vfs.clone(), "paxos/acceptor", 1, Default::default()).unwrap();
             log.accept(3, b(5, 1), &batch(3), true).unwrap();
             log.promise(b(7, 2), false).unwrap();
             assert_eq!(log.promised(), b(7, 2));
             log.sync().unwrap();
         }
         disk.crash();
-        let log = AcceptorLog::open(vfs, "paxos/acceptor", 2).unwrap();
+        let log = AcceptorLog::open(vfs, "paxos/acceptor", 2, Default::default()).unwrap();
         assert_eq!(log.promised(), b(5, 1), "the volatile promise went down");
     }
 
@@ -337,7 +345,8 @@ mod tests {
     fn a_base_compacts_the_accepted_values_and_bounds_the_wal() {
         let disk = SimDisk::new(DiskConfig::default(), fork(9, "disk", 0));
         let vfs: VfsHandle = Arc::new(disk.clone());
-        let mut log = AcceptorLog::open(vfs.clone(), "paxos/acceptor", 1).unwrap();
+        let mut log =
+            AcceptorLog::open(vfs.clone(), "paxos/acceptor", 1, Default::default()).unwrap();
         for s in 1..=20 {
             log.accept(s, b(1, 0), &batch(s), true).unwrap();
         }
@@ -357,7 +366,7 @@ mod tests {
         log.sync().unwrap();
         drop(log);
         disk.crash();
-        let log = AcceptorLog::open(vfs, "paxos/acceptor", 2).unwrap();
+        let log = AcceptorLog::open(vfs, "paxos/acceptor", 2, Default::default()).unwrap();
         assert_eq!(log.base(), 15);
         assert_eq!(log.promised(), b(3, 1));
         assert_eq!(log.accepted(16), Some(&(b(1, 0), batch(16))));

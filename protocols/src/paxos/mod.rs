@@ -288,6 +288,8 @@ pub struct Settings {
     pub config: Config,
     /// The engine that holds the state machine.
     pub engine: Arc<dyn EngineOpener>,
+    /// Engine defects switched on for the acceptor's own log (`wal.*` flags).
+    pub engine_bugs: storage::bugs::EngineBugs,
 }
 
 impl fmt::Debug for Settings {
@@ -1387,10 +1389,11 @@ impl Process for Node {
     fn on_start(&mut self, ctx: &mut Ctx<'_, Self>) {
         let disk = ctx.disk();
         let nonce = ctx.rng().next_u64();
-        let acceptor = match AcceptorLog::open(disk.clone(), ACCEPTOR_DIR, nonce) {
-            Ok(a) => a,
-            Err(e) => return self.fail_stop(ctx, "recover acceptor", e),
-        };
+        let acceptor =
+            match AcceptorLog::open(disk.clone(), ACCEPTOR_DIR, nonce, self.settings.engine_bugs) {
+                Ok(a) => a,
+                Err(e) => return self.fail_stop(ctx, "recover acceptor", e),
+            };
         let sm = match StateMachine::open(self.settings.engine.as_ref(), disk, STATE_DIR) {
             Ok(sm) => sm,
             Err(e) => return self.fail_stop(ctx, "recover state machine", e),

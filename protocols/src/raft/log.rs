@@ -213,11 +213,17 @@ pub struct DurableLog {
 
 impl DurableLog {
     /// Opens the log in `dir` of `vfs`, recovering whatever survived.
-    pub fn open(vfs: VfsHandle, dir: &str, nonce: u64) -> Result<DurableLog, LogError> {
+    pub fn open(
+        vfs: VfsHandle,
+        dir: &str,
+        nonce: u64,
+        bugs: storage::bugs::EngineBugs,
+    ) -> Result<DurableLog, LogError> {
         storage::vfs::create_dir_all_durable(vfs.as_ref(), dir).map_err(WalError::from)?;
         let options = WalOptions {
             sync_policy: SyncPolicy::Never,
             nonce,
+            bugs,
             ..WalOptions::default()
         };
         let wal = Wal::open(vfs, dir, options)?;
@@ -468,7 +474,7 @@ mod tests {
             client(6, 2, KvOp::append("a", "[4]")),
         ];
         {
-            let mut log = DurableLog::open(vfs.clone(), "raft/log", 1).unwrap();
+            let mut log = DurableLog::open(vfs.clone(), "raft/log", 1, Default::default()).unwrap();
             log.set_hard_state(2, Some(NodeId(4))).unwrap();
             for e in &entries {
                 log.put(e.clone()).unwrap();
@@ -479,7 +485,7 @@ mod tests {
             log.sync().unwrap();
         }
         disk.crash();
-        let log = DurableLog::open(vfs, "raft/log", 2).unwrap();
+        let log = DurableLog::open(vfs, "raft/log", 2, Default::default()).unwrap();
         assert_eq!(log.term(), 3);
         assert_eq!(log.vote(), None);
         assert_eq!(log.last_index(), 5);
@@ -494,7 +500,7 @@ mod tests {
     fn a_base_compacts_the_log_and_survives_a_crash_with_the_entries_after_it() {
         let disk = SimDisk::new(DiskConfig::default(), fork(5, "disk", 0));
         let vfs: VfsHandle = Arc::new(disk.clone());
-        let mut log = DurableLog::open(vfs.clone(), "raft/log", 1).unwrap();
+        let mut log = DurableLog::open(vfs.clone(), "raft/log", 1, Default::default()).unwrap();
         log.set_hard_state(3, Some(NodeId(1))).unwrap();
         for i in 1..=10 {
             log.put(client(i, 1 + i / 5, KvOp::put("k", i.to_string())))
@@ -522,7 +528,7 @@ mod tests {
         log.sync().unwrap();
         drop(log);
         disk.crash();
-        let mut log = DurableLog::open(vfs.clone(), "raft/log", 2).unwrap();
+        let mut log = DurableLog::open(vfs.clone(), "raft/log", 2, Default::default()).unwrap();
         assert_eq!((log.term(), log.vote()), (3, Some(NodeId(1))));
         assert_eq!(log.base(), (7, 2));
         assert_eq!(log.last_index(), 11);
@@ -535,7 +541,7 @@ mod tests {
         log.sync().unwrap();
         drop(log);
         disk.crash();
-        let log = DurableLog::open(vfs, "raft/log", 3).unwrap();
+        let log = DurableLog::open(vfs, "raft/log", 3, Default::default()).unwrap();
         assert_eq!(log.base(), (20, 4));
         assert_eq!(log.last_index(), 21);
         assert_eq!(log.term_at(21), Some(4));
@@ -546,7 +552,8 @@ mod tests {
         for seed in 0..40 {
             let disk = SimDisk::new(DiskConfig::default(), fork(seed, "disk", 0));
             let vfs: VfsHandle = Arc::new(disk.clone());
-            let mut log = DurableLog::open(vfs.clone(), "raft/log", seed).unwrap();
+            let mut log =
+                DurableLog::open(vfs.clone(), "raft/log", seed, Default::default()).unwrap();
             for i in 1..=3 {
                 log.put(client(i, 1, KvOp::put("k", i.to_string())))
                     .unwrap();
@@ -558,7 +565,7 @@ mod tests {
             }
             drop(log);
             disk.crash();
-            let log = DurableLog::open(vfs, "raft/log", seed + 1).unwrap();
+            let log = DurableLog::open(vfs, "raft/log", seed + 1, Default::default()).unwrap();
             let last = log.last_index();
             assert!((3..=9).contains(&last), "seed {seed}: {last}");
             for i in 1..=last {

@@ -275,6 +275,8 @@ pub struct Settings {
     pub features: Features,
     /// The engine that holds the state machine.
     pub engine: Arc<dyn EngineOpener>,
+    /// Engine defects switched on for the node's own log (`wal.*` flags).
+    pub engine_bugs: storage::bugs::EngineBugs,
 }
 
 impl fmt::Debug for Settings {
@@ -1384,10 +1386,11 @@ impl Process for Node {
     fn on_start(&mut self, ctx: &mut Ctx<'_, Self>) {
         let disk = ctx.disk();
         let nonce = ctx.rng().next_u64();
-        let mut log = match DurableLog::open(disk.clone(), LOG_DIR, nonce) {
-            Ok(log) => log,
-            Err(e) => return self.fail_stop(ctx, "recover log", e),
-        };
+        let mut log =
+            match DurableLog::open(disk.clone(), LOG_DIR, nonce, self.settings.engine_bugs) {
+                Ok(log) => log,
+                Err(e) => return self.fail_stop(ctx, "recover log", e),
+            };
         let sm = match StateMachine::open(self.settings.engine.as_ref(), disk, STATE_DIR) {
             Ok(sm) => sm,
             Err(e) => return self.fail_stop(ctx, "recover state machine", e),

@@ -167,7 +167,7 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
     let s = settings(&scenario.file, &scenario.text)?;
     let bugs = Bugs::from_names(options.bug_names(scenario))
         .map_err(|e| ScenarioError::Options(e.to_string()))?;
-    let per_node: Vec<Settings> = engines::openers(scenario)?
+    let per_node: Vec<Settings> = engines::openers(scenario, options.engine_bugs(scenario))?
         .into_iter()
         .map(|engine| Settings {
             timing: s.timing.clone(),

@@ -191,7 +191,7 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
     let bugs = Bugs::from_names(options.bug_names(scenario))
         .map_err(|e| ScenarioError::Options(e.to_string()))?;
     let config = Arc::new(s.config.clone());
-    let per_node: Vec<Settings> = engines::openers(scenario)?
+    let per_node: Vec<Settings> = engines::openers(scenario, options.engine_bugs(scenario))?
         .into_iter()
         .enumerate()
         .map(|(i, engine)| Settings {

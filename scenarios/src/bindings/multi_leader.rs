@@ -255,8 +255,12 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
     for name in &scenario.engines {
         // The protocol syncs each change before revealing it, so its engines need not
         // sync every write: an unsynced write can be lost in a crash.
-        let engine = engines::opener_with_sync_policy(name, EngineSyncPolicy::Explicit)
-            .ok_or_else(|| ScenarioError::Options(format!("unknown storage engine {name}")))?;
+        let engine = engines::opener(
+            name,
+            EngineSyncPolicy::Explicit,
+            options.engine_bugs(scenario),
+        )
+        .ok_or_else(|| ScenarioError::Options(format!("unknown storage engine {name}")))?;
         per_node.push(Settings {
             topology: s.topology.clone(),
             shipping: s.shipping,

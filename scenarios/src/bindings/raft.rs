@@ -106,12 +106,13 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
     features.max_drift_ppm = scenario.sim.clock.max_drift_ppm;
     let bugs = Bugs::from_names(options.bug_names(scenario))
         .map_err(|e| ScenarioError::Options(e.to_string()))?;
-    let per_node: Vec<Settings> = engines::openers(scenario)?
+    let per_node: Vec<Settings> = engines::openers(scenario, options.engine_bugs(scenario))?
         .into_iter()
         .map(|engine| Settings {
             timing: timing.clone(),
             features: features.clone(),
             engine,
+            engine_bugs: options.engine_bugs(scenario),
         })
         .collect();
     let factory = move |node: NodeId| Node::new(per_node[node.index()].clone(), bugs);

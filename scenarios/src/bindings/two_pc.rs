@@ -264,8 +264,12 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
     for name in &scenario.engines {
         // The protocol syncs explicitly before it reveals anything, so its engines do
         // not sync every write: an unsynced write can be lost in a crash.
-        let engine = engines::opener_with_sync_policy(name, EngineSyncPolicy::Explicit)
-            .ok_or_else(|| ScenarioError::Options(format!("unknown storage engine {name}")))?;
+        let engine = engines::opener(
+            name,
+            EngineSyncPolicy::Explicit,
+            options.engine_bugs(scenario),
+        )
+        .ok_or_else(|| ScenarioError::Options(format!("unknown storage engine {name}")))?;
         per_node.push(Settings {
             timing: s.timing.clone(),
             bank: s.bank,

@@ -60,6 +60,8 @@ pub struct BitcaskOptions {
     /// A write that leaves this many frozen log files merges them (0: never merge
     /// automatically; [`Bitcask::merge`] still works).
     pub merge_trigger_files: usize,
+    /// Defects switched on on purpose (`crate::bugs`); none by default.
+    pub bugs: crate::bugs::EngineBugs,
 }
 
 impl Default for BitcaskOptions {
@@ -70,6 +72,7 @@ impl Default for BitcaskOptions {
             max_key_bytes: DEFAULT_MAX_KEY_BYTES,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             merge_trigger_files: DEFAULT_MERGE_TRIGGER_FILES,
+            bugs: crate::bugs::EngineBugs::NONE,
         }
     }
 }

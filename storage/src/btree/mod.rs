@@ -61,6 +61,8 @@ pub struct BTreeOptions {
     /// this, or has logged more than 8 times this many page images since the last
     /// checkpoint (which bounds the WAL and the work of recovery).
     pub max_dirty_pages: usize,
+    /// Defects switched on on purpose (`crate::bugs`); none by default.
+    pub bugs: crate::bugs::EngineBugs,
 }
 
 impl Default for BTreeOptions {
@@ -69,6 +71,7 @@ impl Default for BTreeOptions {
             sync_policy: EngineSyncPolicy::EveryWrite,
             page_size: DEFAULT_PAGE_SIZE,
             max_dirty_pages: DEFAULT_MAX_DIRTY_PAGES,
+            bugs: crate::bugs::EngineBugs::NONE,
         }
     }
 }
@@ -267,6 +270,7 @@ impl BTree {
             max_record_bytes: (options.page_size + 8) as u32,
             // A fresh salt per open: the generation this open will write.
             nonce: (sb.generation + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            bugs: options.bugs,
         };
         let wal =
             Wal::open(vfs.clone(), &wal_dir, wal_options).map_err(|e| wal_error(&wal_dir, e))?;

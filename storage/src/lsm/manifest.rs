@@ -287,6 +287,7 @@ impl Manifest {
         vfs: VfsHandle,
         dir: &str,
         nonce: u64,
+        bugs: crate::bugs::EngineBugs,
     ) -> Result<(Manifest, Option<VersionState>), EngineError> {
         let mdir = vfs::join(dir, MANIFEST_DIR);
         let options = WalOptions {
@@ -295,6 +296,7 @@ impl Manifest {
             sync_policy: SyncPolicy::Never,
             recovery: RecoveryMode::Strict,
             nonce,
+            bugs,
         };
         let wal = Wal::open(vfs, &mdir, options).map_err(|e| wal_error(&mdir, e))?;
         let records = wal.replay(0).map_err(|e| wal_error(&mdir, e))?;

@@ -84,6 +84,8 @@ pub struct LsmOptions {
     pub size_tiered_max_threshold: usize,
     /// Size-tiered: tables below this size all count as similar.
     pub size_tiered_min_bytes: u64,
+    /// Defects switched on on purpose (`crate::bugs`); none by default.
+    pub bugs: crate::bugs::EngineBugs,
 }
 
 impl Default for LsmOptions {
@@ -102,6 +104,7 @@ impl Default for LsmOptions {
             size_tiered_min_threshold: 4,
             size_tiered_max_threshold: 32,
             size_tiered_min_bytes: 1 << 20,
+            bugs: crate::bugs::EngineBugs::NONE,
         }
     }
 }
@@ -337,7 +340,8 @@ impl Lsm {
         options.validate()?;
         vfs::create_dir_all_durable(vfs.as_ref(), dir)?;
         let mut recovery = LsmRecovery::default();
-        let (mut manifest, state) = Manifest::open(vfs.clone(), dir, 0x4D41_4E49_4645_5354)?;
+        let (mut manifest, state) =
+            Manifest::open(vfs.clone(), dir, 0x4D41_4E49_4645_5354, options.bugs)?;
         let created = state.is_none();
         let version = state.unwrap_or_default();
         let wal_dir = vfs::join(dir, WAL_DIR);
@@ -350,6 +354,7 @@ impl Lsm {
             max_segment_bytes: (options.memtable_bytes as u64 * 2).clamp(64 * 1024, 64 << 20),
             max_record_bytes: (MAX_KEY_BYTES + MAX_VALUE_BYTES + WAL_RECORD_HEADER) as u32,
             nonce: version.next_file.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ version.last_seq,
+            bugs: options.bugs,
         };
         let wal =
             Wal::open(vfs.clone(), &wal_dir, wal_options).map_err(|e| wal_error(&wal_dir, e))?;

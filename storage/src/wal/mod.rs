@@ -108,6 +108,8 @@ pub struct WalOptions {
     /// simulator: the node's seeded RNG). It is mixed into the salt of each new segment,
     /// so bytes left by an earlier incarnation of a segment file can never validate.
     pub nonce: u64,
+    /// Defects switched on on purpose (`crate::bugs`); none by default.
+    pub bugs: crate::bugs::EngineBugs,
 }
 
 impl Default for WalOptions {
@@ -118,6 +120,7 @@ impl Default for WalOptions {
             sync_policy: SyncPolicy::EveryWrite,
             recovery: RecoveryMode::Strict,
             nonce: 0,
+            bugs: crate::bugs::EngineBugs::NONE,
         }
     }
 }
