@@ -204,12 +204,15 @@ fn plausible_header(h: &[u8]) -> bool {
         && (flags == 0 || (kind == KIND_BATCH && flags == FLAG_BATCH_FIRST))
 }
 
-/// Parses the record at `pos`.
+/// Parses the record at `pos`. `check_header` is false only under the
+/// `wal.crc_excludes_header` bug flag: the header's checksum is then ignored and only the
+/// payload's is checked.
 pub(crate) fn parse_record(
     bytes: &[u8],
     pos: usize,
     salt: u64,
     max_record: u32,
+    check_header: bool,
 ) -> Result<RawRecord, Defect> {
     let header_end = pos
         .checked_add(RECORD_HEADER_LEN)
@@ -218,7 +221,7 @@ pub(crate) fn parse_record(
         .get(pos..header_end)
         .ok_or(Defect::ShortRecordHeader)?;
     let stored = u32_at(h, 0).ok_or(Defect::ShortRecordHeader)?;
-    if header_crc(salt, &h[4..]) != stored {
+    if check_header && header_crc(salt, &h[4..]) != stored {
         return Err(Defect::RecordHeaderChecksum);
     }
     if !plausible_header(h) {
@@ -255,11 +258,13 @@ pub(crate) fn find_next_valid(
     salt: u64,
     max_record: u32,
     min_seq: u64,
+    check_header: bool,
 ) -> Option<usize> {
     let last = bytes.len().checked_sub(RECORD_HEADER_LEN)?;
     (from..=last).find(|&q| {
         plausible_header(&bytes[q..q + RECORD_HEADER_LEN])
-            && parse_record(bytes, q, salt, max_record).is_ok_and(|r| r.seq >= min_seq)
+            && parse_record(bytes, q, salt, max_record, check_header)
+                .is_ok_and(|r| r.seq >= min_seq)
     })
 }
 
@@ -335,7 +340,7 @@ mod tests {
     fn record_round_trip_and_every_single_byte_change_is_caught() {
         let mut buf = Vec::new();
         encode_record(&mut buf, 77, 5, KIND_DATA, 0, b"hello world");
-        let rec = parse_record(&buf, 0, 77, 1 << 20).unwrap();
+        let rec = parse_record(&buf, 0, 77, 1 << 20, true).unwrap();
         assert_eq!(rec.seq, 5);
         assert_eq!(&buf[rec.payload.clone()], b"hello world");
         assert_eq!(rec.total_len, buf.len());
@@ -343,21 +348,27 @@ mod tests {
             for flip in [0x01u8, 0x80, 0xFF] {
                 let mut bad = buf.clone();
                 bad[i] ^= flip;
-                assert!(parse_record(&bad, 0, 77, 1 << 20).is_err(), "byte {i}");
+                assert!(
+                    parse_record(&bad, 0, 77, 1 << 20, true).is_err(),
+                    "byte {i}"
+                );
             }
         }
         // Another segment's salt rejects it; zeros never parse.
         assert_eq!(
-            parse_record(&buf, 0, 78, 1 << 20),
+            parse_record(&buf, 0, 78, 1 << 20, true),
             Err(Defect::RecordHeaderChecksum)
         );
-        assert!(parse_record(&[0u8; 64], 0, 0, 1 << 20).is_err());
-        assert!(parse_record(&buf[..10], 0, 77, 1 << 20).is_err());
+        assert!(parse_record(&[0u8; 64], 0, 0, 1 << 20, true).is_err());
+        assert!(parse_record(&buf[..10], 0, 77, 1 << 20, true).is_err());
         assert_eq!(
-            parse_record(&buf[..buf.len() - 1], 0, 77, 1 << 20),
+            parse_record(&buf[..buf.len() - 1], 0, 77, 1 << 20, true),
             Err(Defect::TruncatedRecord)
         );
-        assert_eq!(parse_record(&buf, 0, 77, 4), Err(Defect::RecordTooLarge));
+        assert_eq!(
+            parse_record(&buf, 0, 77, 4, true),
+            Err(Defect::RecordTooLarge)
+        );
     }
 
     #[test]

@@ -55,6 +55,7 @@ use format::{
 };
 use scan::{ScanParams, SegmentState, Skip};
 
+use crate::bugs::EngineBug;
 use crate::vfs::{self, VfsError, VfsFile, VfsHandle};
 
 /// The default soft cap on a segment's size: 10 MiB.
@@ -432,16 +433,19 @@ impl Wal {
         let mut active: Option<Box<dyn VfsFile>> = None;
         let mut last_checkpoint = (meta.last_checkpoint > 0).then_some(meta.last_checkpoint);
         let mut records = 0u64;
+        let truncate_at_corruption = options.bugs.contains(EngineBug::WalTruncateAtCorruption);
         for (k, &number) in live.iter().enumerate() {
-            let is_last = k + 1 == live.len();
+            let mut is_last = k + 1 == live.len();
             let path = vfs::join(dir, &segment_file_name(number));
             let mut file = vfs.open(&path)?;
             let params = ScanParams {
                 segment: number,
                 max_record: options.max_record_bytes,
-                tail_allowed: is_last,
+                // Under `wal.truncate_at_corruption` damage anywhere is cut like a torn tail.
+                tail_allowed: is_last || truncate_at_corruption,
                 skip_corruption: skip_mode,
                 low,
+                bugs: options.bugs,
             };
             let scan = match scan_stable(&*file, None, &params) {
                 Ok((_, SegmentState::Valid(scan))) => scan,
@@ -504,6 +508,16 @@ impl Wal {
                 });
             }
             if let Some(tail) = scan.tail {
+                if truncate_at_corruption && !is_last {
+                    // The defect: every later segment is abandoned with the damage.
+                    for &later in &live[k + 1..] {
+                        let later = vfs::join(dir, &segment_file_name(later));
+                        vfs.remove(&later)?;
+                        recovery.removed_files.push(later);
+                    }
+                    vfs.sync_dir(dir)?;
+                    is_last = true;
+                }
                 file.truncate(tail.offset)?;
                 file.sync()?;
                 recovery.torn_tail = Some(TornTail {
@@ -534,6 +548,7 @@ impl Wal {
             });
             if is_last {
                 active = Some(file);
+                break;
             }
         }
 
@@ -1061,6 +1076,7 @@ impl Wal {
             tail_allowed: false,
             skip_corruption: !seg.skips.is_empty(),
             low: self.low,
+            bugs: self.options.bugs,
         };
         let (bytes, state) = scan_stable(file, Some(seg.end), &params)?;
         let SegmentState::Valid(scan) = state else {
@@ -1216,7 +1232,9 @@ fn create_segment(
         let mut file = vfs.create(&path)?;
         file.write_at(0, &header.encode())?;
         file.sync()?;
-        vfs.sync_dir(dir)?;
+        if !options.bugs.contains(EngineBug::WalNoDirSync) {
+            vfs.sync_dir(dir)?;
+        }
         Ok(file)
     })();
     let file = match created {

@@ -20,6 +20,7 @@ use super::format::{
     SEGMENT_HEADER_LEN, SegmentHeader,
 };
 use super::{RecordKind, Skipped, WalError};
+use crate::bugs::{EngineBug, EngineBugs};
 
 /// A range of a segment that recovery skipped, to skip again when reading it later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,14 @@ pub(crate) struct ScanParams {
     pub skip_corruption: bool,
     /// Records at or below this sequence number are logically deleted.
     pub low: u64,
+    /// Defects switched on on purpose (`wal.*` flags).
+    pub bugs: EngineBugs,
+}
+
+impl ScanParams {
+    fn bug(&self, bug: EngineBug) -> bool {
+        self.bugs.contains(bug)
+    }
 }
 
 /// A record that is part of a committed unit.
@@ -110,6 +119,11 @@ struct State<'p> {
 
 impl State<'_> {
     fn fail_or_drop_pending(&mut self) -> Result<(), WalError> {
+        if self.p.bug(EngineBug::WalApplyUncommittedBatch) {
+            // The defect: a batch without its commit record is applied as if committed.
+            self.records.append(&mut self.pending);
+            return Ok(());
+        }
         if let Some(first) = self.pending.first() {
             if !self.p.skip_corruption && first.seq > self.p.low {
                 return Err(corruption(
@@ -280,16 +294,29 @@ pub(crate) fn scan_segment(bytes: &[u8], p: &ScanParams) -> Result<SegmentState,
     };
     let mut tail_at: Option<usize> = None;
     while st.pos < bytes.len() {
-        let defect = match format::parse_record(bytes, st.pos, header.salt, p.max_record) {
-            Ok(rec) => {
-                st.accept(bytes, &rec)?;
-                continue;
-            }
-            Err(defect) => defect,
-        };
+        let check_header = !p.bug(EngineBug::WalCrcExcludesHeader);
+        let defect =
+            match format::parse_record(bytes, st.pos, header.salt, p.max_record, check_header) {
+                Ok(rec) => {
+                    st.accept(bytes, &rec)?;
+                    continue;
+                }
+                Err(defect) => defect,
+            };
         let pos = st.pos;
-        let resume =
-            format::find_next_valid(bytes, pos + 1, header.salt, p.max_record, st.next_seq);
+        if p.bug(EngineBug::WalTruncateAtCorruption) {
+            // The defect: the first bad record ends the log, whatever follows it.
+            tail_at = Some(pos);
+            break;
+        }
+        let resume = format::find_next_valid(
+            bytes,
+            pos + 1,
+            header.salt,
+            p.max_record,
+            st.next_seq,
+            check_header,
+        );
         match resume {
             None if p.tail_allowed => {
                 tail_at = Some(pos);
@@ -304,8 +331,9 @@ pub(crate) fn scan_segment(bytes: &[u8], p: &ScanParams) -> Result<SegmentState,
                 st.pos = bytes.len();
             }
             Some(r) => {
-                let harmless = format::parse_record(bytes, r, header.salt, p.max_record)
-                    .is_ok_and(|rec| rec.seq <= p.low.saturating_add(1));
+                let harmless =
+                    format::parse_record(bytes, r, header.salt, p.max_record, check_header)
+                        .is_ok_and(|rec| rec.seq <= p.low.saturating_add(1));
                 if !p.skip_corruption && !harmless {
                     return Err(corruption(p.segment, pos as u64, defect));
                 }
@@ -318,6 +346,10 @@ pub(crate) fn scan_segment(bytes: &[u8], p: &ScanParams) -> Result<SegmentState,
                 st.jump_allowed = true;
             }
         }
+    }
+    if p.bug(EngineBug::WalApplyUncommittedBatch) {
+        // The defect again: an open batch at the end is replayed, not dropped.
+        st.records.append(&mut st.pending);
     }
     let mut tail = None;
     if !st.pending.is_empty() || tail_at.is_some() {
