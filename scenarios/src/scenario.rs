@@ -628,6 +628,9 @@ impl Builder<'_> {
             config.partition_shapes = kinds;
         }
         config.aim_at_leader = file.aim_at_leader;
+        if let Some(p) = file.crash_inside_operation {
+            config.crash_inside_operation = p;
+        }
         if let Err(message) = config.validate() {
             return Err(ScenarioError::at(self.file, self.text, Some(span), message));
         }
@@ -688,8 +691,14 @@ impl Builder<'_> {
                 .collect()
         };
         let fault = match entry.fault {
-            FaultName::Crash => Fault::Crash {
-                node: node("crash")?,
+            FaultName::Crash => match entry.after_mutations {
+                None => Fault::Crash {
+                    node: node("crash")?,
+                },
+                Some(after_mutations) => Fault::CrashInside {
+                    node: node("crash")?,
+                    after_mutations,
+                },
             },
             FaultName::Restart => Fault::Restart {
                 node: node("restart")?,

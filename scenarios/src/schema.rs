@@ -232,6 +232,9 @@ pub struct NemesisFile {
     pub partition_shapes: Option<Vec<ShapeName>>,
     #[serde(default)]
     pub aim_at_leader: bool,
+    /// The probability that a crash strikes inside an operation (a crash point after a
+    /// few more disk mutations) rather than between handlers.
+    pub crash_inside_operation: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -264,6 +267,8 @@ pub struct ScheduleEntry {
     /// For clog: the added delay and how long it lasts.
     pub extra: Option<Duration>,
     pub duration: Option<Duration>,
+    /// For crash: strike inside an operation, after this many more disk mutations.
+    pub after_mutations: Option<u32>,
 }
 
 /// One node (`0`) or several (`[0, 1]`).

@@ -373,6 +373,19 @@ fn schedule_entry(s: &ScheduledFault) -> toml::Table {
     t.insert("at".into(), since_start(s.at));
     let (name, extra): (&str, Vec<(&str, toml::Value)>) = match &s.fault {
         Fault::Crash { node: n } => ("crash", vec![("node", node(*n))]),
+        Fault::CrashInside {
+            node: n,
+            after_mutations,
+        } => (
+            "crash",
+            vec![
+                ("node", node(*n)),
+                (
+                    "after_mutations",
+                    toml::Value::Integer(i64::from(*after_mutations)),
+                ),
+            ],
+        ),
         Fault::Restart { node: n } => ("restart", vec![("node", node(*n))]),
         Fault::Pause { node: n } => ("pause", vec![("node", node(*n))]),
         Fault::Resume { node: n } => ("resume", vec![("node", node(*n))]),

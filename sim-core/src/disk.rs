@@ -494,6 +494,11 @@ struct Inner {
     triggers: Vec<DiskFault>,
     events: Vec<DiskEvent>,
     counts: FaultCounts,
+    /// A crash point inside an operation: how many more mutations succeed before the
+    /// disk stops (see [`SimDisk::arm_crash_point`]).
+    crash_point: Option<u32>,
+    /// The crash point was reached: every operation fails until the crash.
+    stopped: bool,
 }
 
 fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
@@ -535,6 +540,8 @@ impl SimDisk {
                 triggers: Vec::new(),
                 events: Vec::new(),
                 counts: FaultCounts::default(),
+                crash_point: None,
+                stopped: false,
             })),
         }
     }
@@ -646,9 +653,45 @@ impl SimDisk {
     pub fn crash(&self) {
         self.lock().crash();
     }
+
+    /// Arms a crash point inside an operation: the next `after` mutations (writes,
+    /// truncations, syncs, creations, renames, removals, directory syncs) succeed, and
+    /// from the one after that on, every operation fails with `VfsError::Io` and changes
+    /// nothing: the process is dead from that instant, though the handler that was
+    /// running finishes. The simulator then crashes the node ([`SimDisk::crash`]), which
+    /// clears the crash point.
+    pub fn arm_crash_point(&self, after: u32) {
+        let mut inner = self.lock();
+        inner.crash_point = Some(after);
+        inner.stopped = false;
+    }
+
+    /// Whether an armed crash point has been reached.
+    pub fn crash_point_reached(&self) -> bool {
+        self.lock().stopped
+    }
 }
 
 impl Inner {
+    /// Lets an operation through unless an armed crash point stops it. `mutates`: the
+    /// operation changes the disk (and counts toward the crash point).
+    fn gate(&mut self, path: &str, op: VfsOp, mutates: bool) -> VfsResult<()> {
+        if !self.stopped && mutates {
+            match self.crash_point {
+                Some(0) => {
+                    self.stopped = true;
+                    self.crash_point = None;
+                }
+                Some(n) => self.crash_point = Some(n - 1),
+                None => {}
+            }
+        }
+        if self.stopped {
+            return Err(io(path, op, "the process crashed at a crash point"));
+        }
+        Ok(())
+    }
+
     fn node(&self, path: &str) -> Option<Node> {
         if path.is_empty() {
             Some(Node::Dir)
@@ -1148,6 +1191,8 @@ impl Inner {
     fn crash(&mut self) {
         self.generation += 1;
         self.counts.crashes += 1;
+        self.crash_point = None;
+        self.stopped = false;
 
         // 1. Directory operations: forced ones, plus a prefix of the others.
         let keep_p = self.config.crash_keep_dir_op_probability;
@@ -1355,30 +1400,41 @@ impl Drop for SimFile {
 
 impl VfsFile for SimFile {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> VfsResult<usize> {
-        lock(&self.disk).read(self, offset, buf)
+        let mut inner = lock(&self.disk);
+        inner.gate(&self.path, VfsOp::Read, false)?;
+        inner.read(self, offset, buf)
     }
 
     fn write_at(&mut self, offset: u64, data: &[u8]) -> VfsResult<()> {
-        lock(&self.disk).write(self, offset, data)
+        let mut inner = lock(&self.disk);
+        inner.gate(&self.path, VfsOp::Write, true)?;
+        inner.write(self, offset, data)
     }
 
     fn append(&mut self, data: &[u8]) -> VfsResult<u64> {
         let mut inner = lock(&self.disk);
+        inner.gate(&self.path, VfsOp::Append, true)?;
         let offset = inner.len(self)?;
         inner.write(self, offset, data)?;
         Ok(offset)
     }
 
     fn len(&self) -> VfsResult<u64> {
-        lock(&self.disk).len(self)
+        let mut inner = lock(&self.disk);
+        inner.gate(&self.path, VfsOp::Len, false)?;
+        inner.len(self)
     }
 
     fn truncate(&mut self, len: u64) -> VfsResult<()> {
-        lock(&self.disk).truncate(self, len)
+        let mut inner = lock(&self.disk);
+        inner.gate(&self.path, VfsOp::Truncate, true)?;
+        inner.truncate(self, len)
     }
 
     fn sync(&mut self) -> VfsResult<()> {
-        lock(&self.disk).sync(self)
+        let mut inner = lock(&self.disk);
+        inner.gate(&self.path, VfsOp::Sync, true)?;
+        inner.sync(self)
     }
 
     fn path(&self) -> &str {
@@ -1400,39 +1456,53 @@ impl SimDisk {
 impl Vfs for SimDisk {
     fn create(&self, path: &str) -> VfsResult<Box<dyn VfsFile>> {
         let mut inner = self.lock();
+        inner.gate(path, VfsOp::Create, true)?;
         let ino = inner.create(path)?;
         Ok(self.file(&inner, ino, path))
     }
 
     fn open(&self, path: &str) -> VfsResult<Box<dyn VfsFile>> {
         let mut inner = self.lock();
+        inner.gate(path, VfsOp::Open, false)?;
         let ino = inner.open(path)?;
         Ok(self.file(&inner, ino, path))
     }
 
     fn exists(&self, path: &str) -> VfsResult<bool> {
         vfs::validate_path(path)?;
-        Ok(self.lock().node(path).is_some())
+        let mut inner = self.lock();
+        inner.gate(path, VfsOp::Open, false)?;
+        Ok(inner.node(path).is_some())
     }
 
     fn list(&self, dir: &str) -> VfsResult<Vec<String>> {
-        self.lock().list(dir)
+        let mut inner = self.lock();
+        inner.gate(dir, VfsOp::List, false)?;
+        inner.list(dir)
     }
 
     fn rename(&self, from: &str, to: &str) -> VfsResult<()> {
-        self.lock().rename(from, to)
+        let mut inner = self.lock();
+        inner.gate(from, VfsOp::Rename, true)?;
+        inner.rename(from, to)
     }
 
     fn remove(&self, path: &str) -> VfsResult<()> {
-        self.lock().remove(path)
+        let mut inner = self.lock();
+        inner.gate(path, VfsOp::Remove, true)?;
+        inner.remove(path)
     }
 
     fn create_dir_all(&self, dir: &str) -> VfsResult<()> {
-        self.lock().create_dir_all(dir)
+        let mut inner = self.lock();
+        inner.gate(dir, VfsOp::CreateDir, true)?;
+        inner.create_dir_all(dir)
     }
 
     fn sync_dir(&self, dir: &str) -> VfsResult<()> {
-        self.lock().sync_dir(dir)
+        let mut inner = self.lock();
+        inner.gate(dir, VfsOp::SyncDir, true)?;
+        inner.sync_dir(dir)
     }
 }
 

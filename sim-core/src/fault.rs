@@ -16,6 +16,17 @@ pub enum Fault {
     Crash {
         node: NodeId,
     },
+    /// A crash *inside* an operation: the node keeps running until its disk has taken
+    /// `after_mutations` more mutations (writes, truncations, syncs, directory
+    /// operations); the next one fails, and the node crashes at the end of that handler
+    /// with the handler's effects (messages, replies, timers, observations) discarded,
+    /// as if the process died at that instant. A node that has not reached the point by
+    /// its restart crashes just before restarting. (In a realised schedule this is when
+    /// the crash point was armed; the trace's `crash` event is when it struck.)
+    CrashInside {
+        node: NodeId,
+        after_mutations: u32,
+    },
     /// Build a fresh process for a crashed node and run `on_start`.
     Restart {
         node: NodeId,
@@ -49,7 +60,9 @@ impl Fault {
     /// The fault kind's name, as in scenario files and coverage counters.
     pub fn kind(&self) -> FaultKind {
         match self {
-            Fault::Crash { .. } | Fault::Restart { .. } => FaultKind::Crash,
+            Fault::Crash { .. } | Fault::CrashInside { .. } | Fault::Restart { .. } => {
+                FaultKind::Crash
+            }
             Fault::Pause { .. } | Fault::Resume { .. } => FaultKind::Pause,
             Fault::Partition { .. } | Fault::Heal => FaultKind::Partition,
             Fault::Clog { .. } | Fault::Unclog => FaultKind::Clog,
@@ -67,6 +80,7 @@ impl Fault {
         };
         match self {
             Fault::Crash { node }
+            | Fault::CrashInside { node, .. }
             | Fault::Restart { node }
             | Fault::Pause { node }
             | Fault::Resume { node } => check(node),
@@ -143,7 +157,15 @@ pub struct NemesisConfig {
     /// Crashes and pauses hit the node that believes it leads (through
     /// `Process::is_leader`), or a random node when none does.
     pub aim_at_leader: bool,
+    /// The probability that a nemesis crash strikes inside an operation (a crash point
+    /// after up to [`MAX_CRASH_POINT_MUTATIONS`] more disk mutations) rather than between
+    /// handlers.
+    #[serde(default)]
+    pub crash_inside_operation: f64,
 }
+
+/// The largest number of disk mutations a nemesis crash point lets through first.
+pub const MAX_CRASH_POINT_MUTATIONS: u32 = 24;
 
 /// Partition shapes the nemesis picks among (node-specific ones pick their node at random).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -180,6 +202,7 @@ impl Default for NemesisConfig {
             clog_delay: SimDuration::from_millis(200),
             partition_shapes: PartitionShapeKind::ALL.to_vec(),
             aim_at_leader: false,
+            crash_inside_operation: 0.0,
         }
     }
 }
@@ -197,6 +220,12 @@ impl NemesisConfig {
         }
         if self.kinds.is_empty() {
             return Err("nemesis has no fault kinds enabled".into());
+        }
+        if !(0.0..=1.0).contains(&self.crash_inside_operation) {
+            return Err(format!(
+                "nemesis crash_inside_operation is {}; expected a probability from 0 to 1",
+                self.crash_inside_operation
+            ));
         }
         if self.kinds.contains(&FaultKind::Partition) && self.partition_shapes.is_empty() {
             return Err("nemesis partitions are enabled but no shapes are listed".into());

@@ -101,9 +101,21 @@ pub struct Ctx<'a, P: Process> {
     pub(crate) effects: &'a mut Vec<Effect<P>>,
     pub(crate) next_timer_id: &'a mut u64,
     pub(crate) disk: &'a VfsHandle,
+    /// The node's disk when a crash inside an operation is armed on it: once the crash
+    /// point is reached the process is dead, and nothing it does after that happens.
+    pub(crate) crash_point: Option<&'a crate::disk::SimDisk>,
 }
 
 impl<'a, P: Process> Ctx<'a, P> {
+    /// Records an effect, unless the process already died at an armed crash point (the
+    /// effects before it stand: messages sent, replies given, observations made).
+    fn emit(&mut self, effect: Effect<P>) {
+        if self.crash_point.is_some_and(|d| d.crash_point_reached()) {
+            return;
+        }
+        self.effects.push(effect);
+    }
+
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.node
@@ -147,13 +159,13 @@ impl<'a, P: Process> Ctx<'a, P> {
     /// Sends `msg` to `to`. Sending to oneself is delivered through the network like any
     /// other message (with the link's latency, but never cut by a partition).
     pub fn send(&mut self, to: NodeId, msg: P::Msg) {
-        self.effects.push(Effect::Send { to, msg });
+        self.emit(Effect::Send { to, msg });
     }
 
     /// Sends `msg` to every other node.
     pub fn broadcast(&mut self, msg: P::Msg) {
         for to in self.peers() {
-            self.effects.push(Effect::Send {
+            self.emit(Effect::Send {
                 to,
                 msg: msg.clone(),
             });
@@ -164,7 +176,7 @@ impl<'a, P: Process> Ctx<'a, P> {
     pub fn set_timer(&mut self, after: SimDuration, timer: P::Timer) -> TimerId {
         *self.next_timer_id += 1;
         let id = TimerId(*self.next_timer_id);
-        self.effects.push(Effect::SetTimer {
+        self.emit(Effect::SetTimer {
             id,
             after_local: after,
             timer,
@@ -174,12 +186,12 @@ impl<'a, P: Process> Ctx<'a, P> {
 
     /// Cancels a timer; cancelling one that already fired or was cancelled is harmless.
     pub fn cancel_timer(&mut self, id: TimerId) {
-        self.effects.push(Effect::CancelTimer { id });
+        self.emit(Effect::CancelTimer { id });
     }
 
     /// Completes a client operation successfully.
     pub fn reply_ok(&mut self, op: OpId, reply: P::Reply) {
-        self.effects.push(Effect::Reply {
+        self.emit(Effect::Reply {
             op,
             completion: Completion::Ok(reply),
         });
@@ -187,7 +199,7 @@ impl<'a, P: Process> Ctx<'a, P> {
 
     /// Completes a client operation as certainly not having taken effect.
     pub fn reply_fail(&mut self, op: OpId, reason: impl Into<String>) {
-        self.effects.push(Effect::Reply {
+        self.emit(Effect::Reply {
             op,
             completion: Completion::Fail(reason.into()),
         });
@@ -195,7 +207,7 @@ impl<'a, P: Process> Ctx<'a, P> {
 
     /// Completes a client operation with an unknown outcome.
     pub fn reply_info(&mut self, op: OpId, reason: impl Into<String>) {
-        self.effects.push(Effect::Reply {
+        self.emit(Effect::Reply {
             op,
             completion: Completion::Info(reason.into()),
         });
@@ -203,6 +215,6 @@ impl<'a, P: Process> Ctx<'a, P> {
 
     /// Emits an observation for the checkers.
     pub fn observe(&mut self, obs: P::Obs) {
-        self.effects.push(Effect::Observe { obs });
+        self.emit(Effect::Observe { obs });
     }
 }

@@ -16,7 +16,9 @@ use storage::vfs::VfsHandle;
 use crate::checker::Violation;
 use crate::clock::{MAX_DRIFT_PPM, NodeClock};
 use crate::disk::{DiskConfig, SimDisk};
-use crate::fault::{Fault, FaultKind, NemesisConfig, ScheduledFault, pick_partition};
+use crate::fault::{
+    Fault, FaultKind, MAX_CRASH_POINT_MUTATIONS, NemesisConfig, ScheduledFault, pick_partition,
+};
 use crate::history::{History, Operation};
 use crate::ids::{ClientId, MsgId, NodeId, OpId, TimerId};
 use crate::network::{DropReason, Network, NetworkConfig, PartitionShape, Routing};
@@ -173,6 +175,9 @@ struct NodeSlot<P: Process> {
     disk_handle: VfsHandle,
     /// Timers that came due while the node was paused; they fire when it resumes.
     deferred_timers: Vec<(TimerId, P::Timer)>,
+    /// A crash inside an operation is armed on the node's disk (`Fault::Crash` with
+    /// `after_mutations`): the node counts as down for the nemesis.
+    crash_armed: bool,
 }
 
 struct ClientState<P: Process> {
@@ -249,6 +254,7 @@ impl<P: Process> Simulation<P> {
                     disk,
                     disk_handle,
                     deferred_timers: Vec::new(),
+                    crash_armed: false,
                 }
             })
             .collect();
@@ -466,14 +472,22 @@ impl<P: Process> Simulation<P> {
             effects: &mut self.effects,
             next_timer_id: &mut self.next_timer_id,
             disk: &slot.disk_handle,
+            crash_point: slot.crash_armed.then_some(&slot.disk),
         };
         handler(process, &mut ctx);
         self.drain_disk_events(node);
+        let slot = &self.nodes[node.index()];
+        let died = slot.crash_armed && slot.disk.crash_point_reached();
+        // (When the process died inside this handler, `Ctx` kept only the effects from
+        // before the crash point: they happen, then the crash.)
         let mut effects = std::mem::take(&mut self.effects);
         for effect in effects.drain(..) {
             self.apply_effect(node, effect);
         }
         self.effects = effects;
+        if died {
+            self.crash_node(node);
+        }
     }
 
     fn drain_disk_events(&mut self, node: NodeId) {
@@ -606,6 +620,7 @@ impl<P: Process> Simulation<P> {
         }
         slot.process = None;
         slot.status = NodeStatus::Crashed;
+        slot.crash_armed = false;
         slot.deferred_timers.clear();
         slot.disk.crash();
         self.trace.record::<P>(self.now, TraceEvent::Crash { node });
@@ -630,13 +645,30 @@ impl<P: Process> Simulation<P> {
         let mut realised = fault.clone();
         let applied = match &fault {
             Fault::Crash { node } => {
-                let up = self.nodes[node.index()].status != NodeStatus::Crashed;
+                let slot = &self.nodes[node.index()];
+                let up = slot.status != NodeStatus::Crashed && !slot.crash_armed;
                 if up {
                     self.crash_node(*node);
                 }
                 up
             }
+            Fault::CrashInside {
+                node,
+                after_mutations,
+            } => {
+                let slot = &mut self.nodes[node.index()];
+                let up = slot.status != NodeStatus::Crashed && !slot.crash_armed;
+                if up {
+                    slot.disk.arm_crash_point(*after_mutations);
+                    slot.crash_armed = true;
+                }
+                up
+            }
             Fault::Restart { node } => {
+                if self.nodes[node.index()].crash_armed {
+                    // The crash point was never reached: the crash happens now.
+                    self.crash_node(*node);
+                }
                 let down = self.nodes[node.index()].status == NodeStatus::Crashed;
                 if down {
                     self.start_node(*node);
@@ -718,6 +750,7 @@ impl<P: Process> Simulation<P> {
             if matches!(
                 fault,
                 Fault::Crash { .. }
+                    | Fault::CrashInside { .. }
                     | Fault::Pause { .. }
                     | Fault::Partition { .. }
                     | Fault::Clog { .. }
@@ -765,7 +798,7 @@ impl<P: Process> Simulation<P> {
     fn nodes_down(&self) -> usize {
         self.nodes
             .iter()
-            .filter(|s| s.status != NodeStatus::Up)
+            .filter(|s| s.status != NodeStatus::Up || s.crash_armed)
             .count()
     }
 
@@ -790,7 +823,10 @@ impl<P: Process> Simulation<P> {
             FaultKind::Crash | FaultKind::Pause => {
                 let candidates: Vec<NodeId> = (0..n as u32)
                     .map(NodeId)
-                    .filter(|m| self.nodes[m.index()].status == NodeStatus::Up)
+                    .filter(|m| {
+                        let slot = &self.nodes[m.index()];
+                        slot.status == NodeStatus::Up && !slot.crash_armed
+                    })
                     .collect();
                 if candidates.is_empty() || self.nodes_down() >= max_down {
                     return;
@@ -800,7 +836,19 @@ impl<P: Process> Simulation<P> {
                     _ => candidates[self.nemesis_rng.random_range(0..candidates.len())],
                 };
                 let (start, revert) = if kind == FaultKind::Crash {
-                    (Fault::Crash { node }, Fault::Restart { node })
+                    // Drawn only when enabled, so other scenarios' draws are unchanged.
+                    let p = nemesis.crash_inside_operation;
+                    let crash = if p > 0.0 && self.nemesis_rng.random_bool(p) {
+                        Fault::CrashInside {
+                            node,
+                            after_mutations: self
+                                .nemesis_rng
+                                .random_range(0..=MAX_CRASH_POINT_MUTATIONS),
+                        }
+                    } else {
+                        Fault::Crash { node }
+                    };
+                    (crash, Fault::Restart { node })
                 } else {
                     (Fault::Pause { node }, Fault::Resume { node })
                 };

@@ -81,6 +81,9 @@ impl Lives {
         for s in &run.realised_schedule {
             match &s.fault {
                 Fault::Crash { node } => lives.crashes[node.index()].push(s.at),
+                // The crash strikes at a later disk write, or at the restart: no
+                // detection deadline can be set from the arming time.
+                Fault::CrashInside { .. } => lives.disturbances.push(s.at),
                 Fault::Pause { node } => {
                     lives.pauses[node.index()].push((s.at, run.end_time));
                     lives.disturbances.push(s.at);

@@ -32,6 +32,7 @@ pub use memtable::{InternalEntry, Value};
 pub use merge::{MergeIter, Source};
 pub use sstable::{FOOTER_LEN, FORMAT_VERSION, TableMeta, parse_table_name, table_file_name};
 
+use crate::bugs::EngineBug;
 use crate::codec::{Poison, u32_at, u64_at};
 use crate::kv::{
     BatchOp, EngineError, EngineOpener, EngineSyncPolicy, KvEngine, ScanIter, WriteBatch,
@@ -254,6 +255,9 @@ pub struct Lsm {
     stats: Stats,
     counters: LsmStats,
     recovery: LsmRecovery,
+    /// Only under the `lsm.no_manifest` bug flag: table files found in the directory
+    /// that no version names, read after level 0 (newest first), never compacted.
+    unlisted: Vec<u64>,
 }
 
 impl std::fmt::Debug for Lsm {
@@ -343,7 +347,7 @@ impl Lsm {
         let (mut manifest, state) =
             Manifest::open(vfs.clone(), dir, 0x4D41_4E49_4645_5354, options.bugs)?;
         let created = state.is_none();
-        let version = state.unwrap_or_default();
+        let mut version = state.unwrap_or_default();
         let wal_dir = vfs::join(dir, WAL_DIR);
         let wal_options = WalOptions {
             sync_policy: match options.sync_policy {
@@ -370,6 +374,32 @@ impl Lsm {
             recovery.created = true;
         }
         let mut tables = BTreeMap::new();
+        let mut unlisted = Vec::new();
+        if options.bugs.contains(EngineBug::LsmNoManifest) {
+            // The defect: the live tables are whatever the directory holds. A table the
+            // manifest names but the directory lost is silently forgotten; a table file
+            // no version names (a compaction input whose deletion a crash undid, a flush
+            // never committed) is read as live.
+            let mut on_disk = Vec::new();
+            for name in vfs.list(dir)? {
+                if let Some((number, false)) = sstable::parse_table_name(&name) {
+                    on_disk.push(number);
+                }
+            }
+            for level in &mut version.levels {
+                level.retain(|t| on_disk.contains(&t.number));
+            }
+            for number in on_disk {
+                if !version.contains(number) {
+                    let t = Table::open_unlisted(&vfs, dir, number)?;
+                    version.next_file = version.next_file.max(number + 1);
+                    unlisted.push((t.meta.max_seq, number));
+                    tables.insert(number, t);
+                }
+            }
+            unlisted.sort_unstable_by(|a, b| b.cmp(a));
+        }
+        let unlisted: Vec<u64> = unlisted.into_iter().map(|(_, n)| n).collect();
         for t in version.levels.iter().flatten() {
             tables.insert(t.number, Table::open(&vfs, dir, t.clone())?);
         }
@@ -415,6 +445,7 @@ impl Lsm {
             stats: Stats::default(),
             counters: LsmStats::default(),
             recovery,
+            unlisted,
         };
         lsm.remove_orphans()?;
         lsm.guarded(|l| l.maintain())?;
@@ -428,7 +459,7 @@ impl Lsm {
             let Some((number, tmp)) = parse_table_name(&name) else {
                 continue;
             };
-            if tmp || !self.version.contains(number) {
+            if tmp || !(self.version.contains(number) || self.unlisted.contains(&number)) {
                 let path = vfs::join(&self.dir, &name);
                 self.vfs.remove(&path)?;
                 removed.push(path);
@@ -572,6 +603,10 @@ impl Lsm {
         ))
     }
 
+    fn bug(&self, bug: EngineBug) -> bool {
+        self.options.bugs.contains(bug)
+    }
+
     /// Whether any live table other than those of the memtable may hold `key`.
     fn any_table_may_contain(&self, key: &[u8], among: &[u64]) -> bool {
         among
@@ -627,6 +662,16 @@ impl Lsm {
             return Ok(());
         }
         self.imm = Some(std::mem::take(&mut self.mem));
+        if self.bug(EngineBug::LsmWalTruncatedBeforeSstableSynced) {
+            // The defect: the log is cut before the table that replaces it is durable.
+            let upto = self.wal.current_seq();
+            if upto >= self.wal.first_seq() {
+                let wal_dir = self.wal_dir.clone();
+                self.wal
+                    .truncate(upto)
+                    .map_err(|e| wal_error(&wal_dir, e))?;
+            }
+        }
         let number = self.version.next_file;
         let (meta, dropped) = self.write_flush_table(number)?;
         let mut edit = Edit {
@@ -637,7 +682,9 @@ impl Lsm {
         };
         let mut opened = None;
         if let Some(meta) = meta {
-            self.vfs.sync_dir(&self.dir)?;
+            if !self.bug(EngineBug::LsmNoManifest) {
+                self.vfs.sync_dir(&self.dir)?;
+            }
             opened = Some(Table::open(&self.vfs, &self.dir, meta.clone())?);
             edit.added.push((0, meta));
         }
@@ -692,7 +739,7 @@ impl Lsm {
         }
         let first_number = self.version.next_file;
         let (outputs, dropped) = self.write_compaction_outputs(&plan, first_number)?;
-        if !outputs.is_empty() {
+        if !outputs.is_empty() && !self.bug(EngineBug::LsmNoManifest) {
             self.vfs.sync_dir(&self.dir)?;
         }
         let mut opened = Vec::with_capacity(outputs.len());
@@ -718,7 +765,9 @@ impl Lsm {
             self.vfs
                 .remove(&vfs::join(&self.dir, &table_file_name(number)))?;
         }
-        self.vfs.sync_dir(&self.dir)?;
+        if !self.bug(EngineBug::LsmNoManifest) {
+            self.vfs.sync_dir(&self.dir)?;
+        }
         self.counters.compactions += 1;
         self.counters.tombstones_dropped += dropped;
         Ok(())
@@ -745,7 +794,12 @@ impl Lsm {
         let result = (|| {
             for item in MergeIter::new(sources) {
                 let e = item?;
-                if e.value.is_tombstone() && !self.any_table_may_contain(&e.key, &plan.older) {
+                // The `lsm.tombstone_dropped_early` defect drops every tombstone, whatever
+                // older tables outside the compaction may still hold.
+                if e.value.is_tombstone()
+                    && (self.bug(EngineBug::LsmTombstoneDroppedEarly)
+                        || !self.any_table_may_contain(&e.key, &plan.older))
+                {
                     dropped += 1;
                     continue;
                 }
@@ -837,6 +891,11 @@ impl Lsm {
         }
         for t in &self.version.levels[0] {
             if let Some((_, v)) = self.tables[&t.number].get(key, &self.stats)? {
+                return Ok(Some(v));
+            }
+        }
+        for number in &self.unlisted {
+            if let Some((_, v)) = self.tables[number].get(key, &self.stats)? {
                 return Ok(Some(v));
             }
         }

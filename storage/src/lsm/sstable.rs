@@ -447,6 +447,15 @@ impl Table {
     /// against the file and the manifest's metadata; reads its first block to check the
     /// smallest key.
     pub fn open(vfs: &VfsHandle, dir: &str, meta: TableMeta) -> Result<Table, EngineError> {
+        Table::open_inner(vfs, dir, meta, true)
+    }
+
+    fn open_inner(
+        vfs: &VfsHandle,
+        dir: &str,
+        meta: TableMeta,
+        check_smallest: bool,
+    ) -> Result<Table, EngineError> {
         let path = vfs::join(dir, &table_file_name(meta.number));
         let file = match vfs.open(&path) {
             Ok(f) => f,
@@ -508,15 +517,92 @@ impl Table {
             index,
             filter,
         };
-        let first = table.read_block(0, None)?;
-        if first.first().map(|e| e.key.as_slice()) != Some(table.meta.smallest.as_slice()) {
-            return Err(table.corrupt(0, "smallest key does not match the manifest"));
+        if check_smallest {
+            let first = table.read_block(0, None)?;
+            if first.first().map(|e| e.key.as_slice()) != Some(table.meta.smallest.as_slice()) {
+                return Err(table.corrupt(0, "smallest key does not match the manifest"));
+            }
         }
         Ok(table)
     }
 
     fn corrupt(&self, offset: u64, detail: &str) -> EngineError {
         EngineError::corruption(&self.path, offset, detail)
+    }
+
+    /// Opens table `number` from its file alone, with no manifest metadata: its
+    /// footer, index and blocks say what it holds. Only the `lsm.no_manifest` bug flag
+    /// uses this (the reference's "whatever the directory holds").
+    pub fn open_unlisted(vfs: &VfsHandle, dir: &str, number: u64) -> Result<Table, EngineError> {
+        let path = vfs::join(dir, &table_file_name(number));
+        let file = vfs.open(&path)?;
+        let len = file.len()?;
+        let corrupt = |offset: u64, detail: String| EngineError::corruption(&path, offset, detail);
+        if len < FOOTER_LEN as u64 {
+            return Err(corrupt(0, "file shorter than a footer".into()));
+        }
+        let footer_at = len - FOOTER_LEN as u64;
+        let fb = read_exact(&*file, &path, footer_at, FOOTER_LEN as u64)?;
+        let footer = Footer::decode(&fb).map_err(|d| corrupt(footer_at, d))?;
+        let index_bytes = read_exact(&*file, &path, footer.index_offset, footer.index_len)?;
+        let (body, count) = check_block(number, footer.index_offset, &index_bytes)
+            .map_err(|d| corrupt(footer.index_offset, d))?;
+        let index = decode_index(body, count, footer.bloom_offset)
+            .map_err(|d| corrupt(footer.index_offset, d))?;
+        let permissive = TableMeta {
+            number,
+            size_bytes: len,
+            entries: footer.entries,
+            tombstones: 0,
+            min_seq: 0,
+            max_seq: u64::MAX,
+            smallest: Vec::new(),
+            largest: index.last().map(|e| e.last_key.clone()).unwrap_or_default(),
+        };
+        drop(file);
+        let mut table = Table::open_unchecked_smallest(vfs, dir, permissive)?;
+        let (mut min_seq, mut max_seq, mut tombstones) = (u64::MAX, 0u64, 0u64);
+        let mut smallest = None;
+        for i in 0..table.index.len() {
+            for e in table.read_block(i, None)? {
+                if smallest.is_none() {
+                    smallest = Some(e.key.clone());
+                }
+                min_seq = min_seq.min(e.seq);
+                max_seq = max_seq.max(e.seq);
+                tombstones += u64::from(e.value.is_tombstone());
+            }
+        }
+        table.meta.min_seq = min_seq;
+        table.meta.max_seq = max_seq;
+        table.meta.tombstones = tombstones;
+        table.meta.smallest = smallest.unwrap_or_default();
+        Ok(table)
+    }
+
+    /// [`Table::open`] for a metadata whose smallest key is not known yet.
+    fn open_unchecked_smallest(
+        vfs: &VfsHandle,
+        dir: &str,
+        meta: TableMeta,
+    ) -> Result<Table, EngineError> {
+        let first_key = {
+            let probe = Table::open_inner(vfs, dir, meta.clone(), false)?;
+            probe
+                .read_block(0, None)?
+                .first()
+                .map(|e| e.key.clone())
+                .unwrap_or_default()
+        };
+        Table::open_inner(
+            vfs,
+            dir,
+            TableMeta {
+                smallest: first_key,
+                ..meta
+            },
+            true,
+        )
     }
 
     /// Reads, checks and decodes block `i` of the index.
