@@ -50,6 +50,57 @@ struct Row {
     since: SimTime,
 }
 
+/// The merge rule: the row a gossiped entry `e` leaves in place of `local` (`None`: the
+/// table does not change). An unknown member is added only if the entry says it is
+/// alive; a remote entry is taken if its (incarnation, heartbeat) is strictly higher; a
+/// dead or left entry is also taken at an equal incarnation (keeping the higher
+/// heartbeat); a member that is down is revived only by an alive entry with a higher
+/// incarnation (or, under `gossip.stale_alive_resurrects`, an equal one).
+fn merged_row(
+    local: Option<&Row>,
+    e: &Entry,
+    now: SimTime,
+    stale_alive_resurrects: bool,
+) -> Option<Row> {
+    let Some(r) = local else {
+        return (e.state == State::Alive).then_some(Row {
+            incarnation: e.incarnation,
+            heartbeat: e.heartbeat,
+            state: State::Alive,
+            since: now,
+        });
+    };
+    let remote = (e.incarnation, e.heartbeat);
+    let ours = (r.incarnation, r.heartbeat);
+    if r.state.is_down() {
+        // Never revived, except by a rejoin at a higher incarnation.
+        let revive = e.incarnation > r.incarnation
+            || (stale_alive_resurrects && e.incarnation == r.incarnation);
+        (revive && e.state == State::Alive).then_some(Row {
+            incarnation: e.incarnation,
+            heartbeat: e.heartbeat,
+            state: State::Alive,
+            since: now,
+        })
+    } else if remote > ours {
+        Some(Row {
+            incarnation: e.incarnation,
+            heartbeat: e.heartbeat,
+            state: e.state,
+            since: now,
+        })
+    } else if e.state.is_down() && e.incarnation == r.incarnation {
+        Some(Row {
+            incarnation: e.incarnation,
+            heartbeat: r.heartbeat.max(e.heartbeat),
+            state: e.state,
+            since: now,
+        })
+    } else {
+        None
+    }
+}
+
 /// A baseline member.
 pub struct Member {
     settings: Settings,
@@ -195,45 +246,7 @@ impl Member {
         }
         let now = ctx.now();
         let slot = &mut self.table[e.node.index()];
-        let new = match slot {
-            None => (e.state == State::Alive).then_some(Row {
-                incarnation: e.incarnation,
-                heartbeat: e.heartbeat,
-                state: State::Alive,
-                since: now,
-            }),
-            Some(r) => {
-                let remote = (e.incarnation, e.heartbeat);
-                let local = (r.incarnation, r.heartbeat);
-                if r.state.is_down() {
-                    // Never revived, except by a rejoin at a higher incarnation.
-                    let revive = e.incarnation > r.incarnation
-                        || (self.bugs.stale_alive_resurrects && e.incarnation == r.incarnation);
-                    (revive && e.state == State::Alive).then_some(Row {
-                        incarnation: e.incarnation,
-                        heartbeat: e.heartbeat,
-                        state: State::Alive,
-                        since: now,
-                    })
-                } else if remote > local {
-                    Some(Row {
-                        incarnation: e.incarnation,
-                        heartbeat: e.heartbeat,
-                        state: e.state,
-                        since: now,
-                    })
-                } else if e.state.is_down() && e.incarnation == r.incarnation {
-                    Some(Row {
-                        incarnation: e.incarnation,
-                        heartbeat: r.heartbeat.max(e.heartbeat),
-                        state: e.state,
-                        since: now,
-                    })
-                } else {
-                    None
-                }
-            }
-        };
+        let new = merged_row(slot.as_ref(), &e, now, self.bugs.stale_alive_resurrects);
         if let Some(row) = new {
             let changed = slot
                 .as_ref()
@@ -348,5 +361,113 @@ impl Member {
         if let Some(t) = target {
             self.exchange(ctx, t, true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: SimTime = SimTime(0);
+    const T1: SimTime = SimTime(1_000);
+
+    fn row(incarnation: Incarnation, heartbeat: u64, state: State) -> Row {
+        Row {
+            incarnation,
+            heartbeat,
+            state,
+            since: T0,
+        }
+    }
+
+    fn entry(incarnation: Incarnation, heartbeat: u64, state: State) -> Entry {
+        Entry {
+            node: NodeId(1),
+            incarnation,
+            heartbeat,
+            state,
+        }
+    }
+
+    /// (incarnation, heartbeat, state) of the merged row, if any.
+    fn merge(local: Option<Row>, e: Entry, resurrect: bool) -> Option<(Incarnation, u64, State)> {
+        merged_row(local.as_ref(), &e, T1, resurrect).map(|r| {
+            assert_eq!(r.since, T1, "a changed row restarts its clock");
+            (r.incarnation, r.heartbeat, r.state)
+        })
+    }
+
+    #[test]
+    fn an_unknown_member_is_added_only_when_alive() {
+        assert_eq!(
+            merge(None, entry(0, 5, State::Alive), false),
+            Some((0, 5, State::Alive))
+        );
+        for state in [State::Dead, State::Left, State::Suspect] {
+            assert_eq!(merge(None, entry(0, 5, state), false), None, "{state:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_strictly_higher_heartbeat_or_incarnation_is_taken() {
+        let local = row(1, 10, State::Alive);
+        assert_eq!(merge(Some(local), entry(1, 10, State::Alive), false), None);
+        assert_eq!(merge(Some(local), entry(1, 9, State::Alive), false), None);
+        assert_eq!(merge(Some(local), entry(0, 99, State::Alive), false), None);
+        assert_eq!(
+            merge(Some(local), entry(1, 11, State::Alive), false),
+            Some((1, 11, State::Alive))
+        );
+        assert_eq!(
+            merge(Some(local), entry(2, 0, State::Alive), false),
+            Some((2, 0, State::Alive))
+        );
+    }
+
+    #[test]
+    fn a_suspected_member_is_alive_again_on_a_higher_heartbeat() {
+        let local = row(3, 7, State::Suspect);
+        assert_eq!(merge(Some(local), entry(3, 7, State::Alive), false), None);
+        assert_eq!(
+            merge(Some(local), entry(3, 8, State::Alive), false),
+            Some((3, 8, State::Alive))
+        );
+    }
+
+    #[test]
+    fn dead_is_taken_at_an_equal_incarnation_whatever_the_heartbeat() {
+        let local = row(2, 40, State::Alive);
+        assert_eq!(
+            merge(Some(local), entry(2, 3, State::Dead), false),
+            Some((2, 40, State::Dead)),
+            "the higher heartbeat is kept"
+        );
+        assert_eq!(
+            merge(Some(local), entry(2, 3, State::Left), false),
+            Some((2, 40, State::Left))
+        );
+        assert_eq!(
+            merge(Some(local), entry(1, 90, State::Dead), false),
+            None,
+            "an older life's death does not kill the new one"
+        );
+    }
+
+    #[test]
+    fn a_dead_member_is_revived_only_by_a_higher_incarnation() {
+        let local = row(4, 12, State::Dead);
+        assert_eq!(merge(Some(local), entry(4, 99, State::Alive), false), None);
+        assert_eq!(merge(Some(local), entry(5, 0, State::Dead), false), None);
+        assert_eq!(
+            merge(Some(local), entry(5, 0, State::Alive), false),
+            Some((5, 0, State::Alive))
+        );
+        // The reference's defect, behind its flag: a stale alive entry resurrects.
+        assert_eq!(
+            merge(Some(local), entry(4, 99, State::Alive), true),
+            Some((4, 99, State::Alive))
+        );
+        let removed = row(4, 12, State::Removed);
+        assert_eq!(merge(Some(removed), entry(4, 13, State::Alive), false), None);
     }
 }
