@@ -25,6 +25,30 @@ pub struct Violation {
     pub time: Option<SimTime>,
     /// The nodes it concerns (for `replay`'s default window), if any.
     pub nodes: Vec<NodeId>,
+    /// The events the checker cites as evidence (what a node did at a time, typically
+    /// an observation), beyond the breaking event at `time`; `faultline viz` highlights
+    /// them. Empty when the checker cites nothing more.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cites: Vec<Citation>,
+}
+
+/// An event a violation cites: what `node` did at `time`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Citation {
+    pub time: SimTime,
+    pub node: NodeId,
+}
+
+impl Violation {
+    /// The same violation, also citing what `node` did at `time`.
+    #[must_use]
+    pub fn citing(mut self, time: SimTime, node: NodeId) -> Self {
+        let citation = Citation { time, node };
+        if !self.cites.contains(&citation) {
+            self.cites.push(citation);
+        }
+        self
+    }
 }
 
 impl fmt::Display for Violation {

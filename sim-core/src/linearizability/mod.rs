@@ -578,6 +578,7 @@ where
                     message: e.to_string(),
                     time: None,
                     nodes: Vec::new(),
+                    cites: Vec::new(),
                 }];
             }
         };
@@ -610,6 +611,7 @@ where
                         message: explanation.to_string(),
                         time,
                         nodes: nodes.into_iter().collect(),
+                        cites: Vec::new(),
                     });
                 }
                 Verdict::Unknown { key, reason } => {
@@ -621,6 +623,7 @@ where
                             message: format!("key {}: unknown ({reason})", Text(&key)),
                             time: None,
                             nodes: Vec::new(),
+                            cites: Vec::new(),
                         });
                     }
                 }
