@@ -8,9 +8,9 @@
 //!   violations with the positions of the events they cite;
 //! - `viz-data` (JSON): one compact record per kept event — time, kind, nodes, message
 //!   id, a short label, and for deliveries and drops the time the message was sent;
-//! - `viz-raw` (a hidden `<textarea>`): the kept events' JSON lines verbatim, which the
-//!   details panel shows exactly as the trace wrote them (no number is rounded by JSON
-//!   parsing in the browser).
+//! - `viz-raw` (a `text/plain` script element): the kept events' JSON lines verbatim
+//!   (with `<` written as U+0001), which the details panel shows exactly as the trace
+//!   wrote them (no number is rounded by JSON parsing in the browser).
 //!
 //! The page's script (`viz.js`) draws the window from the compact records; it never
 //! draws more than [`MAX_DRAWN_PER_LAYER`] elements of one layer (message arrows, client
@@ -357,21 +357,17 @@ fn script_json(value: &Value) -> anyhow::Result<String> {
     Ok(serde_json::to_string(value)?.replace('<', "\\u003c"))
 }
 
-/// Text that is safe inside a `<textarea>` (RCDATA): the browser decodes it back exactly.
-fn escape_rcdata(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / 64);
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// Text that is safe inside a `<script>` element and comes back exactly: `<` (the only
+/// character that can end the element or start `<!--`) becomes U+0001, which JSON text
+/// never holds unescaped, and the page turns it back. (A `<textarea>` would also do, but
+/// Chromium parses a large one in quadratic time.)
+fn escape_script_text(text: &str) -> String {
+    text.replace('<', "\u{1}")
 }
 
 fn escape_html(text: &str) -> String {
-    escape_rcdata(text)
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
@@ -395,7 +391,7 @@ fn assemble(meta: &Value, records: &[Value], raw: &str) -> anyhow::Result<String
         ("{{STYLE}}", STYLE.to_string()),
         ("{{META}}", script_json(meta)?),
         ("{{DATA}}", data),
-        ("{{RAW}}", escape_rcdata(raw)),
+        ("{{RAW}}", escape_script_text(raw)),
         ("{{SCRIPT}}", SCRIPT.to_string()),
     ] {
         let Some(at) = rest.find(placeholder) else {
@@ -452,8 +448,9 @@ mod tests {
         let (page, stats) = page(&Window::default());
         assert_eq!(stats.trace_events, 8);
         assert_eq!(stats.embedded_events, 8);
-        // Exactly one closing script tag per script element (meta, data, code).
-        assert_eq!(page.matches("</script>").count(), 3);
+        // Exactly one closing script tag per script element (meta, data, raw, code).
+        assert_eq!(page.matches("</script>").count(), 4);
+        assert!(!page.contains("<!--"));
         assert!(!page.contains("http://") && !page.contains("https://"));
         let data = section(&page, "id=\"viz-data\">", "</script>");
         let records: Vec<Value> = serde_json::from_str(data).expect("data is JSON");
@@ -470,9 +467,7 @@ mod tests {
         // The breaking observation (node 0 at 50) and the cited delivery (node 1 at 20).
         assert_eq!(meta["violations"][0]["cited"], json!([3, 7]));
         // The raw lines survive exactly (big numbers included) once the HTML is decoded.
-        let raw = section(&page, "readonly>", "</textarea>")
-            .replace("&lt;", "<")
-            .replace("&amp;", "&");
+        let raw = section(&page, "id=\"viz-raw\">", "</script>").replace('\u{1}', "<");
         assert_eq!(raw, TRACE);
     }
 

@@ -3,17 +3,20 @@
 (function () {
   'use strict';
 
+  var timing = { scriptStart: performance.now() };
   var meta = JSON.parse(document.getElementById('viz-meta').textContent);
   var ev = JSON.parse(document.getElementById('viz-data').textContent);
+  timing.parsed = performance.now();
   var LIMIT = meta.max_drawn_per_layer;
   var N = meta.nodes;
   var rawLines = null;
 
   function rawLine(j) {
     if (rawLines === null) {
-      rawLines = document.getElementById('viz-raw').value.split('\n');
+      rawLines = document.getElementById('viz-raw').textContent.split('\n');
     }
-    return rawLines[j];
+    // The page writes `<` as U+0001 (which JSON text never holds unescaped).
+    return rawLines[j].replace(/\u0001/g, '<');
   }
 
   function esc(s) {
@@ -153,6 +156,8 @@
     periods.push({ j: openPause[n].j, n: Number(n), s: openPause[n].t, e: end, cls: 'pause-period', group: 'pauses' });
   });
   ops.forEach(function (op) { if (op.t === null) { op.t = end; } });
+
+  timing.layers = performance.now();
 
   // Which node an event is drawn on (for citations).
   function laneOf(r) {
@@ -567,7 +572,10 @@
   window.addEventListener('resize', schedule);
 
   // ---- First render ---------------------------------------------------------------------------
+  timing.headerDone = performance.now();
   render();
+  timing.rendered = performance.now();
+  document.body.dataset.timing = JSON.stringify(timing);
   document.body.dataset.ready = '1';
   document.body.dataset.renderedMs = performance.now().toFixed(1);
   requestAnimationFrame(function () {
