@@ -381,6 +381,8 @@
         case 'restart-mark':
           return '<path class="restart-mark" data-j="' + m.j + '" d="M' + cx + ',' + (cy - s) + 'L' + (cx + s) + ',' + (cy + s) + 'L' + (cx - s) + ',' + (cy + s) + 'z"/>';
         case 'disk-mark':
+          // Above the lane, so that a crash at the same instant stays visible.
+          cy = r1(cy - LH * 0.2);
           return '<path class="disk-mark" data-j="' + m.j + '" d="M' + cx + ',' + (cy - s) + 'L' + (cx + s) + ',' + cy + 'L' + cx + ',' + (cy + s) + 'L' + (cx - s) + ',' + cy + 'z"/>';
         case 'pause-mark':
         case 'resume-mark':
@@ -469,7 +471,12 @@
     var v = meta.violations[k];
     var html = '<div id="details-head"><b>violation ' + esc(v.kind) + '</b> (checker ' + esc(v.checker) + ', property “' + esc(v.property) + '”)</div>';
     html += '<pre id="details-json">' + esc(v.message) + (v.time !== null ? '\nat ' + fmtTime(v.time) : '\njudged at the end of the run') + '</pre>';
-    html += '<div>cited events (' + v.cited.length + '):</div>';
+    var cites = v.cites.map(function (c) {
+      var inside = c.time >= lo && c.time <= hi;
+      return 'n' + c.node + ' at ' + fmtTime(c.time) + (inside ? '' : ' (outside this window)');
+    });
+    if (cites.length) { html += '<div>the checker also cites: ' + esc(cites.join('; ')) + '</div>'; }
+    html += '<div>cited events in this window (' + v.cited.length + '):</div>';
     v.cited.forEach(function (j) { html += '<pre class="cited-event" data-j="' + j + '">' + esc(summary(j)) + '</pre>'; });
     details.innerHTML = html;
   }
@@ -574,6 +581,15 @@
   // ---- First render ---------------------------------------------------------------------------
   timing.headerDone = performance.now();
   render();
+  // `page.html#event=N` selects trace event N; `#violation=K` shows violation K.
+  var wanted = /^#(event|violation)=(\d+)$/.exec(window.location.hash);
+  if (wanted && wanted[1] === 'violation' && meta.violations[Number(wanted[2])]) {
+    showViolation(Number(wanted[2]));
+  } else if (wanted) {
+    for (var w = 0; w < ev.length; w++) {
+      if (ev[w].i === Number(wanted[2])) { selected = w; showEvent(w); markSelected(); break; }
+    }
+  }
   timing.rendered = performance.now();
   document.body.dataset.timing = JSON.stringify(timing);
   document.body.dataset.ready = '1';
