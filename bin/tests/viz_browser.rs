@@ -88,7 +88,9 @@ fn browser() -> Option<(PathBuf, PathBuf)> {
                 !in_ci(),
                 "the browser test needs {missing} under CI (apt-get install -y chromium chromium-driver)"
             );
-            eprintln!("SKIPPED: the browser test needs {missing} (apt-get install -y chromium chromium-driver)");
+            eprintln!(
+                "SKIPPED: the browser test needs {missing} (apt-get install -y chromium chromium-driver)"
+            );
             None
         }
     }
@@ -122,7 +124,9 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> std::io::R
         }
         let n = stream.read(&mut buf)?;
         if n == 0 {
-            return Err(std::io::Error::other("the connection closed inside the head"));
+            return Err(std::io::Error::other(
+                "the connection closed inside the head",
+            ));
         }
         response.extend_from_slice(&buf[..n]);
     };
@@ -132,8 +136,8 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> std::io::R
         l.strip_prefix("content-length:")
             .and_then(|v| v.trim().parse::<usize>().ok())
     });
-    let chunked = head.contains("transfer-encoding: chunked")
-        || head.contains("transfer-encoding:chunked");
+    let chunked =
+        head.contains("transfer-encoding: chunked") || head.contains("transfer-encoding:chunked");
     loop {
         let complete = match length {
             Some(len) => payload.len() >= len,
@@ -387,7 +391,11 @@ fn the_page_of_a_failing_raft_seed_matches_its_trace_in_chromium() {
         page.to_str().expect("utf-8"),
     ]);
     let out = String::from_utf8_lossy(&viz.stdout);
-    assert_eq!(viz.status.code(), Some(1), "viz reports the violation: {out}");
+    assert_eq!(
+        viz.status.code(),
+        Some(1),
+        "viz reports the violation: {out}"
+    );
     assert!(out.contains("leader_completeness"), "{out}");
     let expected = count(&trace);
     // The window is worth testing only if it holds every kind of mark.

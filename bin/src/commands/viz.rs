@@ -97,8 +97,7 @@ pub fn viz(args: Args) -> anyhow::Result<Outcome> {
         window_args.push_str(&format!(" --node {n}"));
     }
     let (page, stats, out, outcome) = if let Some(trace) = &args.trace {
-        let file =
-            File::open(trace).with_context(|| format!("cannot open {}", trace.display()))?;
+        let file = File::open(trace).with_context(|| format!("cannot open {}", trace.display()))?;
         let name = stem(trace);
         let run = RunInfo {
             title: name.clone(),

@@ -422,16 +422,18 @@ mod tests {
     fn page(window: &Window) -> (String, PageStats) {
         let run = RunInfo {
             title: "t<1>".into(),
-            violations: vec![Violation {
-                checker: "c",
-                kind: "k".into(),
-                property: "p",
-                message: "m".into(),
-                time: Some(sim_core::SimTime(50)),
-                nodes: vec![sim_core::NodeId(0)],
-                cites: Vec::new(),
-            }
-            .citing(sim_core::SimTime(20), sim_core::NodeId(1))],
+            violations: vec![
+                Violation {
+                    checker: "c",
+                    kind: "k".into(),
+                    property: "p",
+                    message: "m".into(),
+                    time: Some(sim_core::SimTime(50)),
+                    nodes: vec![sim_core::NodeId(0)],
+                    cites: Vec::new(),
+                }
+                .citing(sim_core::SimTime(20), sim_core::NodeId(1)),
+            ],
             ..RunInfo::default()
         };
         render(TRACE.as_bytes(), &run, window).expect("renders")

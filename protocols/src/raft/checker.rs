@@ -179,18 +179,20 @@ impl Checker<Node> for InvariantChecker {
                     if let Some(&(t, _, node, at)) = applied.get(index)
                         && t != *term
                     {
-                        violations.push(violation(
-                            "state_machine_safety",
-                            "state machine safety",
-                            format!(
-                                "{} installed a snapshot ending at {index} of term {term}; \
+                        violations.push(
+                            violation(
+                                "state_machine_safety",
+                                "state machine safety",
+                                format!(
+                                    "{} installed a snapshot ending at {index} of term {term}; \
                                  {node} applied an entry of term {t} there (at {at})",
-                                o.node
-                            ),
-                            o.time,
-                            vec![node, o.node],
-                        )
-                        .citing(at, node));
+                                    o.node
+                                ),
+                                o.time,
+                                vec![node, o.node],
+                            )
+                            .citing(at, node),
+                        );
                     }
                 }
                 Observation::Compacted { .. }
