@@ -98,6 +98,9 @@ fn browser() -> Option<(PathBuf, PathBuf)> {
 
 // ---- A minimal WebDriver client over HTTP/1.1 --------------------------------------------
 
+/// The key under which WebDriver names an element (W3C WebDriver, "web element identifier").
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
 struct Driver {
     child: Child,
     port: u16,
@@ -265,12 +268,30 @@ impl Driver {
             "/element",
             json!({"using": "css selector", "value": css}),
         );
-        found
-            .as_object()
-            .and_then(|o| o.values().next())
-            .and_then(Value::as_str)
+        found[ELEMENT_KEY]
+            .as_str()
             .unwrap_or_else(|| panic!("no element {css}: {found}"))
             .to_string()
+    }
+
+    /// Moves the pointer to the centre of `element` (a real hover).
+    fn hover(&self, element: &str) {
+        self.command(
+            "POST",
+            "/actions",
+            json!({"actions": [{
+                "type": "pointer",
+                "id": "mouse",
+                "parameters": {"pointerType": "mouse"},
+                "actions": [{
+                    "type": "pointerMove",
+                    "duration": 0,
+                    "origin": {ELEMENT_KEY: element},
+                    "x": 0,
+                    "y": 0
+                }]
+            }]}),
+        );
     }
 
     /// A real click (WebDriver's element click: scroll into view, pointer at the centre,
@@ -487,6 +508,29 @@ fn the_page_of_a_failing_raft_seed_matches_its_trace_in_chromium() {
         "the message id is shown: {shown}"
     );
 
+    // Hovering over a drop mark previews that drop's event.
+    let drop_j = driver.script("return document.querySelector('#plot .drop-mark').dataset.j;");
+    let drop = driver.element(&format!(
+        "#plot .drop-mark[data-j='{}']",
+        drop_j.as_str().expect("data-j")
+    ));
+    driver.hover(&drop);
+    let tip = driver.script(
+        "var t = document.getElementById('tooltip'); return { hidden: t.hidden, text: t.textContent };",
+    );
+    assert_eq!(tip["hidden"], json!(false), "{tip}");
+    let tip_text = tip["text"].as_str().expect("text");
+    let tip_line: Value = serde_json::from_str(tip_text.lines().nth(1).expect("the event line"))
+        .unwrap_or_else(|e| panic!("the tooltip shows the event ({e}): {tip_text}"));
+    assert_eq!(tip_line["event"], "drop", "{tip_text}");
+    assert!(
+        expected
+            .lines
+            .iter()
+            .any(|l| serde_json::from_str::<Value>(l).ok() == Some(tip_line.clone())),
+        "the tooltip's event is a line of the trace: {tip_text}"
+    );
+
     // The node filter hides a lane (and every arrow that touches it).
     let filter = driver.element(".node-filter[data-node='0']");
     driver.click(&filter).expect("the node filter is clickable");
@@ -497,6 +541,89 @@ fn the_page_of_a_failing_raft_seed_matches_its_trace_in_chromium() {
     );
     assert_eq!(after["lanes"], json!(expected.nodes - 1), "{after}");
     assert!(after["arrows"].as_u64() < dom["arrows"].as_u64(), "{after}");
+}
+
+#[test]
+fn a_whole_trace_is_drawn_as_density_until_zoomed_in() {
+    let Some((chromium, chromedriver)) = browser() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a directory");
+    let trace = dir.path().join("trace.jsonl");
+    let page = dir.path().join("page.html");
+    let p = |p: &Path| p.to_str().expect("utf-8").to_string();
+    let run = faultline(&[
+        "run",
+        SCENARIO,
+        "--seed",
+        SEED,
+        "--bug",
+        BUG,
+        "--trace",
+        &p(&trace),
+    ]);
+    assert_eq!(run.status.code(), Some(1));
+    let viz = faultline(&[
+        "viz",
+        SCENARIO,
+        "--seed",
+        SEED,
+        "--bug",
+        BUG,
+        "-o",
+        &p(&page),
+    ]);
+    assert_eq!(viz.status.code(), Some(1));
+    let delivers = std::fs::read_to_string(&trace)
+        .expect("trace")
+        .lines()
+        .filter(|l| l.contains("\"event\":\"deliver\""))
+        .count();
+    assert!(delivers > 3_000, "more arrows than the page draws at once");
+
+    let driver = Driver::start(&chromium, &chromedriver);
+    driver.open(&page);
+    let whole = driver.script(
+        "return { arrows: document.querySelectorAll('#plot .msg-arrow').length,
+                  heat: document.querySelectorAll('#plot .heat-msg').length,
+                  note: document.getElementById('aggregate-note').textContent,
+                  limits: document.getElementById('limits').textContent };",
+    );
+    assert_eq!(whole["arrows"], json!(0), "{whole}");
+    assert!(whole["heat"].as_u64() > Some(0), "{whole}");
+    let note = whole["note"].as_str().expect("note").replace(',', "");
+    assert!(
+        note.contains(&format!("{delivers} delivered messages")),
+        "the note counts the aggregated arrows: {note}"
+    );
+    assert!(
+        whole["limits"]
+            .as_str()
+            .is_some_and(|l| l.contains("3,000") && l.contains("250,000")),
+        "{whole}"
+    );
+
+    // Zooming to the violation (a real click on the button) draws arrows one by one.
+    let button = driver.element("#zoom-violation");
+    driver.click(&button).expect("the button is clickable");
+    std::thread::sleep(Duration::from_millis(300));
+    let zoomed = driver.script(
+        "return { arrows: document.querySelectorAll('#plot .msg-arrow').length,
+                  heat: document.querySelectorAll('#plot .heat-msg').length,
+                  cited: document.querySelectorAll('#plot .cited-mark').length,
+                  details: document.getElementById('details-head').textContent };",
+    );
+    assert!(zoomed["arrows"].as_u64() > Some(0), "{zoomed}");
+    assert!(zoomed["arrows"].as_u64() <= Some(3_000), "{zoomed}");
+    assert_eq!(zoomed["heat"], json!(0), "{zoomed}");
+    // The view spans the violation and the application it cites, both circled.
+    assert!(zoomed["cited"].as_u64() >= Some(2), "{zoomed}");
+    assert!(
+        zoomed["details"]
+            .as_str()
+            .is_some_and(|d| d.contains("leader_completeness")),
+        "{zoomed}"
+    );
 }
 
 /// Prints the page size and the time to first render of the pages named in

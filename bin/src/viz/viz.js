@@ -44,7 +44,7 @@
     if (openPartition) {
       var p = openPartition;
       p.nodes.forEach(function (n) {
-        periods.push({ j: p.j, n: n, s: p.t, e: t, cls: 'partition-period', group: 'partitions' });
+        periods.push({ j: p.j, n: n, s: p.t, e: t, cls: 'partition-period', group: 'partitions', strength: p.cut[n] });
       });
       openPartition = null;
     }
@@ -99,9 +99,16 @@
         break;
       case 'partition': {
         closePartition(r.t);
-        var nodes = {};
-        (r.c || []).forEach(function (link) { nodes[link[0]] = true; nodes[link[1]] = true; });
-        openPartition = { j: j, t: r.t, nodes: Object.keys(nodes).map(Number) };
+        // Each node's share of peers it cannot reach (either way): an isolated node is
+        // shaded fully, the nodes that merely lost it lightly.
+        var peers = {};
+        (r.c || []).forEach(function (link) {
+          (peers[link[0]] = peers[link[0]] || {})[link[1]] = true;
+          (peers[link[1]] = peers[link[1]] || {})[link[0]] = true;
+        });
+        var cut = {};
+        Object.keys(peers).forEach(function (n) { cut[n] = Object.keys(peers[n]).length / Math.max(1, N - 1); });
+        openPartition = { j: j, t: r.t, nodes: Object.keys(peers).map(Number), cut: cut };
         break;
       }
       case 'heal':
@@ -325,7 +332,8 @@
     periods.forEach(function (p) {
       if (!showGroup[p.group] || !visible(p.n) || !inView(p.s, p.e)) { return; }
       var x1 = Math.max(ML - 2, x(p.s)), x2 = Math.min(W, x(p.e));
-      out.push('<rect class="' + p.cls + '" data-j="' + p.j + '" x="' + r1(x1) + '" y="' + r1(y(p.n) - LH * 0.45) + '" width="' + r1(Math.max(1, x2 - x1)) + '" height="' + r1(LH * 0.9) + '"/>');
+      var strength = p.strength === undefined ? '' : '" style="fill-opacity:' + (0.06 + 0.3 * p.strength).toFixed(2);
+      out.push('<rect class="' + p.cls + strength + '" data-j="' + p.j + '" x="' + r1(x1) + '" y="' + r1(y(p.n) - LH * 0.45) + '" width="' + r1(Math.max(1, x2 - x1)) + '" height="' + r1(LH * 0.9) + '"/>');
     });
     // Quiet phase.
     quiet.forEach(function (q) {
