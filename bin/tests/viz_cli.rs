@@ -140,6 +140,45 @@ fn a_window_keeps_only_its_events_and_a_failing_seed_exits_1() {
 }
 
 #[test]
+fn a_linearizability_violation_cites_the_operations_that_cannot_be_ordered() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("l.html");
+    let o = faultline(&[
+        "viz",
+        "scenarios/library/raft-isolate-leader.toml",
+        "--seed",
+        "2",
+        "--bug",
+        "raft.local_read_without_quorum",
+        "-o",
+        page.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let page = std::fs::read_to_string(&page).unwrap();
+    let meta = embedded(&page, "viz-meta");
+    let data = embedded(&page, "viz-data");
+    let v = meta["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["kind"] == "not_linearizable")
+        .expect("a linearizability violation");
+    let cites = v["cites"].as_array().unwrap();
+    assert!(cites.len() >= 2, "{v}");
+    // Every cited operation is marked by its own invocation or completion event.
+    for c in cites {
+        let marked = v["cited"].as_array().unwrap().iter().any(|p| {
+            let r = &data[p.as_u64().unwrap() as usize];
+            (r["k"] == "invoke" || r["k"] == "complete")
+                && r["o"] == c["op"]
+                && r["t"] == c["time"]
+                && r["n"] == c["node"]
+        });
+        assert!(marked, "{c} is marked: {v}");
+    }
+}
+
+#[test]
 fn bad_arguments_exit_2_and_say_what_was_expected() {
     let cases: &[(&[&str], &str)] = &[
         (&["viz", STEADY], "--seed"),

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::ids::NodeId;
+use crate::ids::{NodeId, OpId};
 use crate::process::Process;
 use crate::run::RunOutput;
 use crate::time::SimTime;
@@ -32,18 +32,39 @@ pub struct Violation {
     pub cites: Vec<Citation>,
 }
 
-/// An event a violation cites: what `node` did at `time`.
+/// An event a violation cites: what `node` did at `time` — with `op`, the invocation or
+/// completion of that client operation there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Citation {
     pub time: SimTime,
     pub node: NodeId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub op: Option<OpId>,
 }
 
 impl Violation {
     /// The same violation, also citing what `node` did at `time`.
     #[must_use]
-    pub fn citing(mut self, time: SimTime, node: NodeId) -> Self {
-        let citation = Citation { time, node };
+    pub fn citing(self, time: SimTime, node: NodeId) -> Self {
+        self.cite(Citation {
+            time,
+            node,
+            op: None,
+        })
+    }
+
+    /// The same violation, also citing client operation `op`'s invocation or completion
+    /// at `time` on `node`.
+    #[must_use]
+    pub fn citing_op(self, time: SimTime, node: NodeId, op: OpId) -> Self {
+        self.cite(Citation {
+            time,
+            node,
+            op: Some(op),
+        })
+    }
+
+    fn cite(mut self, citation: Citation) -> Self {
         if !self.cites.contains(&citation) {
             self.cites.push(citation);
         }

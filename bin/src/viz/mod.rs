@@ -319,17 +319,30 @@ fn violation_json(
     let mut cited: Vec<usize> = Vec::new();
     let mut wanted: Vec<Citation> = v.cites.clone();
     if let Some(time) = v.time {
-        wanted.extend(v.nodes.iter().map(|&node| Citation { time, node }));
+        wanted.extend(v.nodes.iter().map(|&node| Citation {
+            time,
+            node,
+            op: None,
+        }));
     }
     for c in &wanted {
         let Some(positions) = at.get(&(c.time.0, u64::from(c.node.0))) else {
             continue;
         };
+        let kind_of = |p: usize| records[p].get("k").and_then(Value::as_str);
+        if let Some(op) = c.op {
+            // A client operation's invocation or completion.
+            cited.extend(positions.iter().copied().filter(|&p| {
+                matches!(kind_of(p), Some("invoke" | "complete"))
+                    && records[p].get("o").and_then(Value::as_u64) == Some(op.0)
+            }));
+            continue;
+        }
         // Prefer observations (what checkers judge); else every event there.
         let observations: Vec<usize> = positions
             .iter()
             .copied()
-            .filter(|&p| records[p].get("k").and_then(Value::as_str) == Some("observe"))
+            .filter(|&p| kind_of(p) == Some("observe"))
             .collect();
         cited.extend(if observations.is_empty() {
             positions.clone()
@@ -346,7 +359,7 @@ fn violation_json(
         "message": v.message,
         "time": v.time.map(|t| t.0),
         "nodes": v.nodes.iter().map(|n| n.0).collect::<Vec<_>>(),
-        "cites": v.cites.iter().map(|c| json!({"time": c.time.0, "node": c.node.0})).collect::<Vec<_>>(),
+        "cites": v.cites.iter().map(|c| json!({"time": c.time.0, "node": c.node.0, "op": c.op.map(|o| o.0)})).collect::<Vec<_>>(),
         "cited": cited,
     })
 }
@@ -486,6 +499,40 @@ mod tests {
         assert_eq!(records[0]["k"], "deliver");
         assert_eq!(records[0]["s"], 10);
         assert!(records[0].get("sp").is_none(), "the send is outside");
+    }
+
+    #[test]
+    fn a_cited_operation_marks_its_invocation_and_completion_only() {
+        let trace = r#"{"time":5,"event":"invoke","client":0,"op":7,"node":1,"request":{"f":"get","key":"k"}}
+{"time":5,"event":"invoke","client":1,"op":8,"node":1,"request":{"f":"get","key":"k"}}
+{"time":5,"event":"observe","node":1,"obs":"Tick"}
+{"time":9,"event":"complete","client":0,"op":7,"node":1,"completion":{"type":"ok","value":null}}
+"#;
+        let op = sim_core::OpId(7);
+        let run = RunInfo {
+            violations: vec![
+                Violation {
+                    checker: "linearizability",
+                    kind: "not_linearizable".into(),
+                    property: "linearizability",
+                    message: "m".into(),
+                    time: None,
+                    nodes: vec![sim_core::NodeId(1)],
+                    cites: Vec::new(),
+                }
+                .citing_op(sim_core::SimTime(5), sim_core::NodeId(1), op)
+                .citing_op(sim_core::SimTime(9), sim_core::NodeId(1), op),
+            ],
+            ..RunInfo::default()
+        };
+        let (page, _) = render(trace.as_bytes(), &run, &Window::default()).unwrap();
+        let meta: Value =
+            serde_json::from_str(section(&page, "id=\"viz-meta\">", "</script>")).unwrap();
+        assert_eq!(meta["violations"][0]["cited"], json!([0, 3]));
+        let data: Value =
+            serde_json::from_str(section(&page, "id=\"viz-data\">", "</script>")).unwrap();
+        assert_eq!(data[3]["l"], "ok");
+        assert_eq!(data[0]["l"], "get");
     }
 
     #[test]

@@ -604,7 +604,7 @@ where
                         .filter_map(|o| o.completed_at)
                         .max()
                         .map(SimTime);
-                    violations.push(Violation {
+                    let mut violation = Violation {
                         checker: Self::NAME,
                         kind: "not_linearizable".to_string(),
                         property: "linearizability",
@@ -612,7 +612,19 @@ where
                         time,
                         nodes: nodes.into_iter().collect(),
                         cites: Vec::new(),
-                    });
+                    };
+                    // The operations that cannot be ordered: their invocations and
+                    // completions.
+                    for o in &explanation.operations {
+                        if let Some(&node) = node_of.get(&o.id) {
+                            let id = crate::ids::OpId(o.id);
+                            violation = violation.citing_op(SimTime(o.invoked_at), node, id);
+                            if let Some(done) = o.completed_at {
+                                violation = violation.citing_op(SimTime(done), node, id);
+                            }
+                        }
+                    }
+                    violations.push(violation);
                 }
                 Verdict::Unknown { key, reason } => {
                     if self.unknown_is_violation {
