@@ -626,6 +626,79 @@ fn a_whole_trace_is_drawn_as_density_until_zoomed_in() {
     );
 }
 
+/// Every kind of mark of a lossy broadcast run (duplicates, clogs, pauses, client
+/// operations, observations) equals the trace's count in two windows.
+#[test]
+fn every_kind_of_mark_matches_the_trace_of_a_lossy_run() {
+    let Some((chromium, chromedriver)) = browser() else {
+        return;
+    };
+    const LOSSY: &str = "scenarios/library/broadcast-lossy-partitions.toml";
+    let dir = tempfile::tempdir().expect("a directory");
+    let trace = dir.path().join("trace.jsonl");
+    let p = |p: &Path| p.to_str().expect("utf-8").to_string();
+    let run = faultline(&["run", LOSSY, "--seed", "7", "--trace", &p(&trace)]);
+    assert_eq!(run.status.code(), Some(0));
+    let events: Vec<Value> = std::fs::read_to_string(&trace)
+        .expect("trace")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let driver = Driver::start(&chromium, &chromedriver);
+    for (from, to, from_us, to_us) in [
+        ("3s", "3.3s", 3_000_000u64, 3_300_000u64),
+        ("6s", "6.3s", 6_000_000, 6_300_000),
+    ] {
+        let page = dir.path().join(format!("{from}.html"));
+        let viz = faultline(&[
+            "viz",
+            LOSSY,
+            "--seed",
+            "7",
+            "--from",
+            from,
+            "--to",
+            to,
+            "-o",
+            &p(&page),
+        ]);
+        assert_eq!(viz.status.code(), Some(0));
+        let window: Vec<&Value> = events
+            .iter()
+            .filter(|e| (from_us..=to_us).contains(&e["time"].as_u64().expect("time")))
+            .collect();
+        let count = |kind: &str| window.iter().filter(|e| e["event"] == kind).count();
+        let mut ops: Vec<(u64, u64)> = window
+            .iter()
+            .filter(|e| e["event"] == "invoke" || e["event"] == "complete")
+            .map(|e| {
+                (
+                    e["client"].as_u64().expect("client"),
+                    e["op"].as_u64().expect("op"),
+                )
+            })
+            .collect();
+        ops.sort_unstable();
+        ops.dedup();
+        driver.open(&page);
+        let dom = driver.script(
+            "var n = function (css) { return document.querySelectorAll('#plot ' + css).length; };
+             return { arrows: n('.msg-arrow'), drops: n('.drop-mark'), dups: n('.dup-mark'),
+                      clogs: n('.clog-period'), pauses: n('.pause-mark'), resumes: n('.resume-mark'),
+                      ops: n('.op-span'), obs: n('.obs-tick'), crashes: n('.crash-mark'),
+                      disk: n('.disk-mark'), heat: n('.heat') };",
+        );
+        let expected = json!({
+            "arrows": count("deliver"), "drops": count("drop"), "dups": count("duplicate"),
+            "clogs": 2 * count("clog"), "pauses": count("pause"), "resumes": count("resume"),
+            "ops": ops.len(), "obs": count("observe"), "crashes": count("crash"),
+            "disk": count("disk"), "heat": 0,
+        });
+        assert_eq!(dom, expected, "window {from}..{to}");
+        assert!(count("duplicate") > 0 && !ops.is_empty());
+    }
+}
+
 /// Prints the page size and the time to first render of the pages named in
 /// `FAULTLINE_VIZ_MEASURE` (comma-separated paths): `docs/viz.md` has the figures and
 /// the commands. Run by hand: `cargo test -p faultline --test viz_browser -- --ignored`.
