@@ -305,6 +305,25 @@ impl Driver {
         }
     }
 
+    /// How many times the page has drawn the diagram.
+    fn renders(&self) -> u64 {
+        self.script("return +document.body.dataset.renders")
+            .as_u64()
+            .expect("a render count")
+    }
+
+    /// Waits until the page has drawn again since `before` renders.
+    fn wait_for_render(&self, before: u64) {
+        let started = Instant::now();
+        while self.renders() <= before {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the page did not draw again"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn open(&self, page: &Path) {
         let url = format!("file://{}", page.display());
         self.command("POST", "/url", json!({ "url": url }));
@@ -533,14 +552,60 @@ fn the_page_of_a_failing_raft_seed_matches_its_trace_in_chromium() {
 
     // The node filter hides a lane (and every arrow that touches it).
     let filter = driver.element(".node-filter[data-node='0']");
+    let before = driver.renders();
     driver.click(&filter).expect("the node filter is clickable");
-    std::thread::sleep(Duration::from_millis(300));
+    driver.wait_for_render(before);
     let after = driver.script(
         "return { lanes: document.querySelectorAll('#plot .lane').length,
                   arrows: document.querySelectorAll('#plot .msg-arrow').length };",
     );
     assert_eq!(after["lanes"], json!(expected.nodes - 1), "{after}");
     assert!(after["arrows"].as_u64() < dom["arrows"].as_u64(), "{after}");
+
+    // The mouse wheel zooms in around the pointer; dragging pans.
+    let range = || {
+        let text = driver.script("return document.getElementById('view-range').textContent");
+        let text = text.as_str().expect("the view range").to_string();
+        let bounds: Vec<f64> = text
+            .split(" – ")
+            .map(|t| t.trim_end_matches('s').parse().expect("seconds"))
+            .collect();
+        (bounds[0], bounds[1])
+    };
+    let (lo, hi) = range();
+    let plot = driver.element("#plot");
+    let before = driver.renders();
+    driver.command(
+        "POST",
+        "/actions",
+        json!({"actions": [{"type": "wheel", "id": "wheel", "actions": [{
+            "type": "scroll", "x": 0, "y": 0, "deltaX": 0, "deltaY": -400,
+            "origin": {ELEMENT_KEY: plot}
+        }]}]}),
+    );
+    driver.wait_for_render(before);
+    let (zlo, zhi) = range();
+    assert!(
+        zhi - zlo < (hi - lo) * 0.8 && zlo >= lo && zhi <= hi,
+        "zoomed in: {lo}..{hi} -> {zlo}..{zhi}"
+    );
+    let before = driver.renders();
+    driver.command(
+        "POST",
+        "/actions",
+        json!({"actions": [{"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"}, "actions": [
+            {"type": "pointerMove", "duration": 0, "origin": {ELEMENT_KEY: plot}, "x": 0, "y": 0},
+            {"type": "pointerDown", "button": 0},
+            {"type": "pointerMove", "duration": 100, "origin": "pointer", "x": 200, "y": 0},
+            {"type": "pointerUp", "button": 0}
+        ]}]}),
+    );
+    driver.wait_for_render(before);
+    let (plo, phi) = range();
+    assert!(
+        plo < zlo && ((phi - plo) - (zhi - zlo)).abs() < 1e-5,
+        "dragging right shows earlier times at the same scale: {zlo}..{zhi} -> {plo}..{phi}"
+    );
 }
 
 #[test]
@@ -605,8 +670,9 @@ fn a_whole_trace_is_drawn_as_density_until_zoomed_in() {
 
     // Zooming to the violation (a real click on the button) draws arrows one by one.
     let button = driver.element("#zoom-violation");
+    let before = driver.renders();
     driver.click(&button).expect("the button is clickable");
-    std::thread::sleep(Duration::from_millis(300));
+    driver.wait_for_render(before);
     let zoomed = driver.script(
         "return { arrows: document.querySelectorAll('#plot .msg-arrow').length,
                   heat: document.querySelectorAll('#plot .heat-msg').length,

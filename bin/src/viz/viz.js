@@ -304,7 +304,9 @@
     });
   }
 
+  var renders = 0;
   function render() {
+    renders += 1;
     layout();
     var out = [], notes = [];
     var W = geom.width, H = geom.height, LH = geom.laneH;
@@ -430,6 +432,7 @@
       : '';
     document.getElementById('view-range').textContent = fmtTime(view.lo) + ' – ' + fmtTime(view.hi);
     if (selected !== null) { markSelected(); }
+    document.body.dataset.renders = String(renders);
   }
 
   var pending = false;
