@@ -786,12 +786,26 @@ fn measure_first_render() {
                           drawn: document.querySelectorAll('#plot *').length,
                           events: JSON.parse(document.getElementById('viz-meta').textContent).embedded_events };",
             );
+            // One wheel step in the middle of the diagram: how long a redraw takes.
+            let plot = driver.element("#plot");
+            let before = driver.renders();
+            driver.command(
+                "POST",
+                "/actions",
+                json!({"actions": [{"type": "wheel", "id": "wheel", "actions": [{
+                    "type": "scroll", "x": 0, "y": 0, "deltaX": 0, "deltaY": -200,
+                    "origin": {ELEMENT_KEY: plot}
+                }]}]}),
+            );
+            driver.wait_for_render(before);
+            let redraw = driver.script("return +document.body.dataset.lastRenderMs");
             println!(
-                "{}: {bytes} bytes, {} events, first render at {} ms (attempt {attempt}), {} SVG elements",
+                "{}: {bytes} bytes, {} events, first render at {} ms (attempt {attempt}), {} SVG elements, a zoom redraws in {} ms",
                 page.display(),
                 m["events"],
                 m["first"],
-                m["drawn"]
+                m["drawn"],
+                redraw
             );
         }
     }

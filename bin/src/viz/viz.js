@@ -306,6 +306,7 @@
 
   var renders = 0;
   function render() {
+    var started = performance.now();
     renders += 1;
     layout();
     var out = [], notes = [];
@@ -433,6 +434,7 @@
     document.getElementById('view-range').textContent = fmtTime(view.lo) + ' – ' + fmtTime(view.hi);
     if (selected !== null) { markSelected(); }
     document.body.dataset.renders = String(renders);
+    document.body.dataset.lastRenderMs = (performance.now() - started).toFixed(1);
   }
 
   var pending = false;
