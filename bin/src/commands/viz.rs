@@ -16,7 +16,7 @@ use crate::Outcome;
 use crate::viz::{self, MAX_DRAWN_PER_LAYER, MAX_EMBEDDED_EVENTS, RunInfo, Window};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = const_format_limits())]
+#[command(after_help = limits_help())]
 pub struct Args {
     /// The scenario file (TOML); or give --trace instead.
     #[arg(required_unless_present = "trace")]
@@ -47,9 +47,10 @@ pub struct Args {
     nodes: Vec<u32>,
 }
 
-/// The limits, for `--help`. (A function so the numbers come from the constants.)
-const fn const_format_limits() -> &'static str {
-    // Kept in step with MAX_EMBEDDED_EVENTS and MAX_DRAWN_PER_LAYER by a unit test.
+/// The limits, for `--help`: the numbers are `MAX_EMBEDDED_EVENTS` and
+/// `MAX_DRAWN_PER_LAYER`, written out (clap wants a constant string) and kept in step by
+/// the unit test below.
+const fn limits_help() -> &'static str {
     "Limits: a page holds at most 250000 events of the chosen window (a longer window is cut \
      there, and the page says so; choose one with --from/--to/--node). The page draws at \
      most 3000 elements of one kind (message arrows, client operations, observations, lane \
@@ -215,7 +216,7 @@ mod tests {
 
     #[test]
     fn help_states_the_limits_the_code_uses() {
-        let help = const_format_limits().replace(' ', "");
+        let help = limits_help().replace(' ', "");
         assert!(help.contains(&format!("atmost{MAX_EMBEDDED_EVENTS}events")));
         assert!(help.contains(&format!("atmost{MAX_DRAWN_PER_LAYER}elements")));
     }
