@@ -196,6 +196,13 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts");
+        // Owned from here on: a panic below still stops chromedriver (see `Drop`).
+        let mut driver = Driver {
+            child,
+            port,
+            session: String::new(),
+            _profile: tempfile::tempdir().expect("a profile directory"),
+        };
         let started = Instant::now();
         loop {
             if let Ok(status) = http(port, "GET", "/status", None)
@@ -209,7 +216,6 @@ impl Driver {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let profile = tempfile::tempdir().expect("a profile directory");
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -219,16 +225,10 @@ impl Driver {
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync",
                     "--window-size=1600,1000",
-                    format!("--user-data-dir={}", profile.path().display()),
+                    format!("--user-data-dir={}", driver._profile.path().display()),
                 ]
             }
         }}});
-        let mut driver = Driver {
-            child,
-            port,
-            session: String::new(),
-            _profile: profile,
-        };
         let created = driver.call("POST", "/session", Some(&capabilities));
         driver.session = created["value"]["sessionId"]
             .as_str()
