@@ -18,6 +18,7 @@ macro_rules! say {
 }
 
 mod commands;
+mod viz;
 
 /// A deterministic simulator of distributed systems: one seed decides every message
 /// delay, drop, partition, crash and torn write.
@@ -54,6 +55,9 @@ enum Command {
     Replay(commands::replay::Args),
     /// Shrink a failing seed to a smaller scenario that fails the same way.
     Shrink(commands::shrink::Args),
+    /// Draw one run (or a saved trace) as a space-time diagram: one self-contained,
+    /// offline HTML page.
+    Viz(commands::viz::Args),
     /// Check a saved client history (JSON Lines, docs/history.md) for linearizability.
     CheckHistory(commands::check_history::Args),
     /// Validate a scenario file.
@@ -102,6 +106,7 @@ fn main() -> ExitCode {
         Command::Explore(args) => commands::explore::explore(args),
         Command::Replay(args) => commands::replay::replay(args),
         Command::Shrink(args) => commands::shrink::shrink(args),
+        Command::Viz(args) => commands::viz::viz(args),
         Command::CheckHistory(args) => commands::check_history::check_history(args),
         Command::Check { file } => commands::check(&file),
         Command::List { json } => {

@@ -157,6 +157,7 @@ pub(crate) fn run_protocol_measured<P: Process>(
             ),
             time: Some(output.end_time),
             nodes: Vec::new(),
+            cites: Vec::new(),
         });
     }
     let history_jsonl = render_history

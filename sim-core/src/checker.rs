@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::ids::NodeId;
+use crate::ids::{NodeId, OpId};
 use crate::process::Process;
 use crate::run::RunOutput;
 use crate::time::SimTime;
@@ -25,6 +25,51 @@ pub struct Violation {
     pub time: Option<SimTime>,
     /// The nodes it concerns (for `replay`'s default window), if any.
     pub nodes: Vec<NodeId>,
+    /// The events the checker cites as evidence (what a node did at a time, typically
+    /// an observation), beyond the breaking event at `time`; `faultline viz` highlights
+    /// them. Empty when the checker cites nothing more.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cites: Vec<Citation>,
+}
+
+/// An event a violation cites: what `node` did at `time` — with `op`, the invocation or
+/// completion of that client operation there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Citation {
+    pub time: SimTime,
+    pub node: NodeId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub op: Option<OpId>,
+}
+
+impl Violation {
+    /// The same violation, also citing what `node` did at `time`.
+    #[must_use]
+    pub fn citing(self, time: SimTime, node: NodeId) -> Self {
+        self.cite(Citation {
+            time,
+            node,
+            op: None,
+        })
+    }
+
+    /// The same violation, also citing client operation `op`'s invocation or completion
+    /// at `time` on `node`.
+    #[must_use]
+    pub fn citing_op(self, time: SimTime, node: NodeId, op: OpId) -> Self {
+        self.cite(Citation {
+            time,
+            node,
+            op: Some(op),
+        })
+    }
+
+    fn cite(mut self, citation: Citation) -> Self {
+        if !self.cites.contains(&citation) {
+            self.cites.push(citation);
+        }
+        self
+    }
 }
 
 impl fmt::Display for Violation {

@@ -28,7 +28,7 @@ pub mod time;
 pub mod trace;
 pub mod workload;
 
-pub use checker::{Checker, Violation};
+pub use checker::{Checker, Citation, Violation};
 pub use ids::{ClientId, MsgId, NodeId, OpId, TimerId};
 pub use process::{Completion, Ctx, Process};
 pub use run::{NodeStatus, Observed, RunOutput, RunStats};

@@ -5,6 +5,7 @@ pub mod explore;
 pub mod replay;
 pub mod run;
 pub mod shrink;
+pub mod viz;
 
 use std::path::Path;
 

@@ -40,6 +40,7 @@ impl Checker<Node> for DeliveryChecker {
                 message,
                 time,
                 nodes: vec![node],
+                cites: Vec::new(),
             };
 
         let broadcasts: BTreeMap<ValueId, u64> = run

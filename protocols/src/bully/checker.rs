@@ -173,6 +173,7 @@ fn violation(
         message,
         time,
         nodes,
+        cites: Vec::new(),
     }
 }
 

@@ -46,6 +46,7 @@ fn violation(
         message,
         time,
         nodes,
+        cites: Vec::new(),
     }
 }
 

@@ -40,6 +40,7 @@ fn violation(
         message,
         time,
         nodes,
+        cites: Vec::new(),
     }
 }
 

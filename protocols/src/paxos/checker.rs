@@ -40,6 +40,7 @@ fn violation(
         message,
         time: Some(time),
         nodes,
+        cites: Vec::new(),
     }
 }
 
@@ -286,6 +287,7 @@ impl Checker<Node> for LivenessChecker {
                 ),
                 time: Some(at),
                 nodes: vec![op.node],
+                cites: Vec::new(),
             });
         }
         violations
@@ -331,6 +333,7 @@ impl LivenessChecker {
                     ),
                     time: Some(run.end_time),
                     nodes: vec![node, by],
+                    cites: Vec::new(),
                 });
             }
         }

@@ -39,6 +39,7 @@ fn violation(
         message,
         time: Some(time),
         nodes,
+        cites: Vec::new(),
     }
 }
 
@@ -69,7 +70,8 @@ impl Checker<Node> for InvariantChecker {
                             ),
                             o.time,
                             vec![other, o.node],
-                        ));
+                        )
+                        .citing(at, other));
                     }
                     leaders.entry(*term).or_insert((o.node, o.time));
                     // Leader completeness: everything applied so far from earlier terms.
@@ -93,7 +95,8 @@ impl Checker<Node> for InvariantChecker {
                                 ),
                                 o.time,
                                 vec![o.node, node],
-                            ));
+                            )
+                            .citing(at, node));
                             break;
                         }
                     }
@@ -136,7 +139,8 @@ impl Checker<Node> for InvariantChecker {
                                 ),
                                 o.time,
                                 vec![node, o.node],
-                            ));
+                            )
+                            .citing(at, node));
                         }
                         Some(&(t, _, node, at)) if t != *term => {
                             violations.push(violation(
@@ -149,7 +153,8 @@ impl Checker<Node> for InvariantChecker {
                                 ),
                                 o.time,
                                 vec![node, o.node],
-                            ));
+                            )
+                            .citing(at, node));
                         }
                         Some(_) => {}
                     }
@@ -174,17 +179,20 @@ impl Checker<Node> for InvariantChecker {
                     if let Some(&(t, _, node, at)) = applied.get(index)
                         && t != *term
                     {
-                        violations.push(violation(
-                            "state_machine_safety",
-                            "state machine safety",
-                            format!(
-                                "{} installed a snapshot ending at {index} of term {term}; \
+                        violations.push(
+                            violation(
+                                "state_machine_safety",
+                                "state machine safety",
+                                format!(
+                                    "{} installed a snapshot ending at {index} of term {term}; \
                                  {node} applied an entry of term {t} there (at {at})",
-                                o.node
-                            ),
-                            o.time,
-                            vec![node, o.node],
-                        ));
+                                    o.node
+                                ),
+                                o.time,
+                                vec![node, o.node],
+                            )
+                            .citing(at, node),
+                        );
                     }
                 }
                 Observation::Compacted { .. }

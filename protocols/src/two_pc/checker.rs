@@ -50,6 +50,7 @@ fn violation(
         message,
         time,
         nodes,
+        cites: Vec::new(),
     }
 }
 

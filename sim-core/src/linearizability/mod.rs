@@ -578,6 +578,7 @@ where
                     message: e.to_string(),
                     time: None,
                     nodes: Vec::new(),
+                    cites: Vec::new(),
                 }];
             }
         };
@@ -603,14 +604,27 @@ where
                         .filter_map(|o| o.completed_at)
                         .max()
                         .map(SimTime);
-                    violations.push(Violation {
+                    let mut violation = Violation {
                         checker: Self::NAME,
                         kind: "not_linearizable".to_string(),
                         property: "linearizability",
                         message: explanation.to_string(),
                         time,
                         nodes: nodes.into_iter().collect(),
-                    });
+                        cites: Vec::new(),
+                    };
+                    // The operations that cannot be ordered: their invocations and
+                    // completions.
+                    for o in &explanation.operations {
+                        if let Some(&node) = node_of.get(&o.id) {
+                            let id = crate::ids::OpId(o.id);
+                            violation = violation.citing_op(SimTime(o.invoked_at), node, id);
+                            if let Some(done) = o.completed_at {
+                                violation = violation.citing_op(SimTime(done), node, id);
+                            }
+                        }
+                    }
+                    violations.push(violation);
                 }
                 Verdict::Unknown { key, reason } => {
                     if self.unknown_is_violation {
@@ -621,6 +635,7 @@ where
                             message: format!("key {}: unknown ({reason})", Text(&key)),
                             time: None,
                             nodes: Vec::new(),
+                            cites: Vec::new(),
                         });
                     }
                 }
