@@ -468,6 +468,9 @@ mod tests {
             Some((4, 99, State::Alive))
         );
         let removed = row(4, 12, State::Removed);
-        assert_eq!(merge(Some(removed), entry(4, 13, State::Alive), false), None);
+        assert_eq!(
+            merge(Some(removed), entry(4, 13, State::Alive), false),
+            None
+        );
     }
 }
