@@ -107,7 +107,13 @@ pub fn openers(
         .engines
         .iter()
         .map(|name| {
-            opener_tuned(name, EngineSyncPolicy::EveryWrite, bugs, &scenario.engine_tuning).ok_or_else(|| {
+            opener_tuned(
+                name,
+                EngineSyncPolicy::EveryWrite,
+                bugs,
+                &scenario.engine_tuning,
+            )
+            .ok_or_else(|| {
                 crate::error::ScenarioError::Options(format!("unknown storage engine {name}"))
             })
         })

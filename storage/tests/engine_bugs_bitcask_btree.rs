@@ -159,11 +159,11 @@ fn merge_crash_sweep_on(bugs: EngineBugs, keep_dir_ops: f64) -> Vec<String> {
         drop(db);
         sim.crash();
         match open_bitcask(&vfs, &options) {
-            Ok(db) => found.extend(
-                violations(&db, &model, 16)
-                    .into_iter()
-                    .map(|v| format!("keep dir ops {keep_dir_ops}, merge, crash (seed {seed}): {v}")),
-            ),
+            Ok(db) => {
+                found.extend(violations(&db, &model, 16).into_iter().map(|v| {
+                    format!("keep dir ops {keep_dir_ops}, merge, crash (seed {seed}): {v}")
+                }))
+            }
             Err(e) => found.push(format!(
                 "keep dir ops {keep_dir_ops}, merge, crash (seed {seed}): open: {e}"
             )),
@@ -333,7 +333,10 @@ fn btree_crash_cases() -> Vec<Vec<Op>> {
                 let op = if step % 5 == 4 {
                     WriteOp::Delete(((step * 3 + case) % 40) as u8)
                 } else {
-                    WriteOp::Put(k, vec![b'a' + (step % 26) as u8; 60 + (step as usize * 11) % 140])
+                    WriteOp::Put(
+                        k,
+                        vec![b'a' + (step % 26) as u8; 60 + (step as usize * 11) % 140],
+                    )
                 };
                 ops.push(Op::Write(op));
                 if step % 9 == 8 {
@@ -446,7 +449,8 @@ fn misdirected_checkpoint_sweep(bugs: EngineBugs, seeds: std::ops::Range<u64>) -
 fn btree_crc_excludes_page_number_lets_a_misdirected_page_read_as_valid() {
     let off = misdirected_checkpoint_sweep(EngineBugs::NONE, 0..30);
     assert!(off.is_empty(), "flag off: {off:#?}");
-    let on = misdirected_checkpoint_sweep(flags(EngineBug::BtreeCrcExcludesPageNumber, true), 0..30);
+    let on =
+        misdirected_checkpoint_sweep(flags(EngineBug::BtreeCrcExcludesPageNumber, true), 0..30);
     assert!(
         on.iter().any(|v| v.contains("lost acknowledged write")),
         "flag on: {on:#?}"

@@ -45,7 +45,8 @@ fn detects(file: &str, flag: &str, seeds: std::ops::Range<u64>, kind: &str) -> u
 /// that name what was expected.
 #[test]
 fn storage_tuning_is_read_and_range_checked() {
-    let base = "protocol = \"raft\"\nnodes = 3\nduration = \"1s\"\n[storage]\nengine = \"bitcask\"\n";
+    let base =
+        "protocol = \"raft\"\nnodes = 3\nduration = \"1s\"\n[storage]\nengine = \"bitcask\"\n";
     let ok = Scenario::parse(
         "t.toml",
         &format!("{base}bitcask_max_file_bytes = 4096\nbitcask_merge_trigger_files = 2\nbtree_max_dirty_pages = 16\n"),
@@ -56,11 +57,23 @@ fn storage_tuning_is_read_and_range_checked() {
     assert_eq!(ok.engine_tuning.bitcask_merge_trigger_files, Some(2));
     assert_eq!(ok.engine_tuning.btree_max_dirty_pages, Some(16));
     let none = Scenario::parse("t.toml", base, "t").expect("valid");
-    assert_eq!(none.engine_tuning, scenarios::engines::EngineTuning::default());
+    assert_eq!(
+        none.engine_tuning,
+        scenarios::engines::EngineTuning::default()
+    );
     for (line, expected) in [
-        ("bitcask_max_file_bytes = 10", "bitcask_max_file_bytes 10 is out of range: expected 256"),
-        ("btree_max_dirty_pages = 0", "btree_max_dirty_pages 0 is out of range: expected 1"),
-        ("bitcask_merge_trigger_files = 2000000", "bitcask_merge_trigger_files is out of range"),
+        (
+            "bitcask_max_file_bytes = 10",
+            "bitcask_max_file_bytes 10 is out of range: expected 256",
+        ),
+        (
+            "btree_max_dirty_pages = 0",
+            "btree_max_dirty_pages 0 is out of range: expected 1",
+        ),
+        (
+            "bitcask_merge_trigger_files = 2000000",
+            "bitcask_merge_trigger_files is out of range",
+        ),
     ] {
         let err = Scenario::parse("t.toml", &format!("{base}{line}\n"), "t")
             .expect_err(line)

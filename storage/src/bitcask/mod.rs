@@ -929,8 +929,10 @@ impl Bitcask {
         for out in outputs {
             let path = vfs::join(&dir, &data_file_name(out.id));
             self.vfs.rename(&out.tmp_data_path, &path)?;
-            self.vfs
-                .rename(&out.tmp_hint_path, &vfs::join(&dir, &hint_file_name(out.id)))?;
+            self.vfs.rename(
+                &out.tmp_hint_path,
+                &vfs::join(&dir, &hint_file_name(out.id)),
+            )?;
             drop(out.handle);
             let handle = self.vfs.open(&path)?;
             self.files.insert(
@@ -1059,7 +1061,11 @@ fn load_hint(
     let bytes = read_all(&*hint)?;
     let data_len = data.len()?;
     let decoded = if bugs.contains(EngineBug::BitcaskTrustHint) {
-        Ok(format::decode_hint_trusting(&bytes, data_len, MAX_KEY_BYTES_LIMIT))
+        Ok(format::decode_hint_trusting(
+            &bytes,
+            data_len,
+            MAX_KEY_BYTES_LIMIT,
+        ))
     } else {
         format::decode_hint(
             &bytes,

@@ -319,12 +319,12 @@ impl BTree {
                     }
                     Node::decode_with(image, page_no, NO_PAGE, crc_covers_page_no(&options))
                         .map_err(|d| {
-                        EngineError::corruption(
-                            &wal_dir,
-                            r.seq,
-                            format!("logged page {page_no}: {d}"),
-                        )
-                    })?;
+                            EngineError::corruption(
+                                &wal_dir,
+                                r.seq,
+                                format!("logged page {page_no}: {d}"),
+                            )
+                        })?;
                     file.write_at(page_no as u64 * page_size as u64, image)?;
                     recovery.replayed_pages += 1;
                 }
