@@ -316,7 +316,6 @@ fn btree_opener(bugs: EngineBugs) -> BTreeOpener {
             page_size: 1024,
             max_dirty_pages: 3,
             bugs,
-            ..BTreeOptions::default()
         },
     }
 }
@@ -397,7 +396,6 @@ fn misdirected_checkpoint_sweep(bugs: EngineBugs, seeds: std::ops::Range<u64>) -
         page_size: 1024,
         max_dirty_pages: 1 << 16,
         bugs,
-        ..BTreeOptions::default()
     };
     let config = DiskConfig {
         sector_size: 1024,
