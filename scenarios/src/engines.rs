@@ -5,13 +5,25 @@ use std::sync::Arc;
 use storage::bugs::EngineBugs;
 use storage::kv::{EngineOpener, EngineSyncPolicy};
 
+/// Per-scenario engine options (`[storage]`); `None` keeps the engine's simulation
+/// default, so a scenario that sets nothing runs exactly as before.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineTuning {
+    /// Bitcask's `max_file_bytes`.
+    pub bitcask_max_file_bytes: Option<u64>,
+    /// Bitcask's `merge_trigger_files`.
+    pub bitcask_merge_trigger_files: Option<usize>,
+    /// The B+tree's `max_dirty_pages`.
+    pub btree_max_dirty_pages: Option<usize>,
+}
+
 /// A storage engine as listed by `faultline list`.
 pub struct EngineEntry {
     pub name: &'static str,
     pub description: &'static str,
-    /// Builds the engine's opener with its simulation options, the given sync policy
-    /// and engine bug flags.
-    pub opener: fn(EngineSyncPolicy, EngineBugs) -> Arc<dyn EngineOpener>,
+    /// Builds the engine's opener with its simulation options, the given sync policy,
+    /// engine bug flags and the scenario's tuning.
+    pub opener: fn(EngineSyncPolicy, EngineBugs, &EngineTuning) -> Arc<dyn EngineOpener>,
 }
 
 /// Every engine, by name. The first is the default.
@@ -19,7 +31,7 @@ pub static ENGINES: &[EngineEntry] = &[
     EngineEntry {
         name: "lsm",
         description: "LSM tree: WAL-backed memtable, SSTables with Bloom filters, a MANIFEST, leveled compaction",
-        opener: |sync_policy, bugs| {
+        opener: |sync_policy, bugs, _| {
             Arc::new(storage::lsm::LsmOpener {
                 options: storage::lsm::LsmOptions {
                     sync_policy,
@@ -32,12 +44,19 @@ pub static ENGINES: &[EngineEntry] = &[
     EngineEntry {
         name: "bitcask",
         description: "append-only data files with an in-memory keydir, hint files and crash-safe merge",
-        opener: |sync_policy, bugs| {
+        opener: |sync_policy, bugs, tuning| {
+            let defaults = storage::bitcask::BitcaskOptions::default();
             Arc::new(storage::bitcask::BitcaskOpener {
                 options: storage::bitcask::BitcaskOptions {
                     sync_policy,
                     bugs,
-                    ..Default::default()
+                    max_file_bytes: tuning
+                        .bitcask_max_file_bytes
+                        .unwrap_or(defaults.max_file_bytes),
+                    merge_trigger_files: tuning
+                        .bitcask_merge_trigger_files
+                        .unwrap_or(defaults.merge_trigger_files),
+                    ..defaults
                 },
             })
         },
@@ -45,12 +64,16 @@ pub static ENGINES: &[EngineEntry] = &[
     EngineEntry {
         name: "btree",
         description: "B+tree of checksummed pages with a physical redo WAL and a crash-safe superblock",
-        opener: |sync_policy, bugs| {
+        opener: |sync_policy, bugs, tuning| {
+            let defaults = storage::btree::BTreeOptions::default();
             Arc::new(storage::btree::BTreeOpener {
                 options: storage::btree::BTreeOptions {
                     sync_policy,
                     bugs,
-                    ..Default::default()
+                    max_dirty_pages: tuning
+                        .btree_max_dirty_pages
+                        .unwrap_or(defaults.max_dirty_pages),
+                    ..defaults
                 },
             })
         },
@@ -84,7 +107,13 @@ pub fn openers(
         .engines
         .iter()
         .map(|name| {
-            opener(name, EngineSyncPolicy::EveryWrite, bugs).ok_or_else(|| {
+            opener_tuned(
+                name,
+                EngineSyncPolicy::EveryWrite,
+                bugs,
+                &scenario.engine_tuning,
+            )
+            .ok_or_else(|| {
                 crate::error::ScenarioError::Options(format!("unknown storage engine {name}"))
             })
         })
@@ -108,5 +137,15 @@ pub fn opener(
     policy: EngineSyncPolicy,
     bugs: EngineBugs,
 ) -> Option<Arc<dyn EngineOpener>> {
-    find(name).map(|e| (e.opener)(policy, bugs))
+    opener_tuned(name, policy, bugs, &EngineTuning::default())
+}
+
+/// [`opener`] with a scenario's `[storage]` tuning.
+pub fn opener_tuned(
+    name: &str,
+    policy: EngineSyncPolicy,
+    bugs: EngineBugs,
+    tuning: &EngineTuning,
+) -> Option<Arc<dyn EngineOpener>> {
+    find(name).map(|e| (e.opener)(policy, bugs, tuning))
 }

@@ -42,6 +42,8 @@ pub struct Scenario {
     pub engines: Vec<&'static str>,
     /// For key-value protocols: the number of keys and the operation mix.
     pub kv_workload: Option<(u32, KvMix)>,
+    /// Engine options set by `[storage]` (none by default).
+    pub engine_tuning: engines::EngineTuning,
 }
 
 impl Scenario {
@@ -160,6 +162,7 @@ impl Builder<'_> {
             sim.clients = Some(self.workload(raw.workload.map(Spanned::into_inner))?);
         }
         let engines = self.engines(protocol, raw.storage.as_ref(), n)?;
+        let engine_tuning = self.engine_tuning(raw.storage.as_ref())?;
         if let Some(nemesis) = raw.nemesis {
             sim.nemesis = Some(self.nemesis(nemesis, n)?);
         }
@@ -228,6 +231,7 @@ impl Builder<'_> {
             bugs,
             engines,
             kv_workload,
+            engine_tuning,
         };
         if let Err(message) = scenario.sim.validate() {
             return Err(ScenarioError::at(self.file, self.text, None, message));
@@ -526,6 +530,56 @@ impl Builder<'_> {
                 "`[storage]` needs exactly one of `engine = \"name\"` or a non-empty `engines = [...]`",
             ),
         }
+    }
+
+    /// `[storage]`'s engine options, range-checked.
+    fn engine_tuning(
+        &self,
+        file: Option<&Spanned<StorageFile>>,
+    ) -> Result<engines::EngineTuning, ScenarioError> {
+        let mut tuning = engines::EngineTuning::default();
+        let Some(file) = file else {
+            return Ok(tuning);
+        };
+        let f = file.get_ref();
+        if let Some(bytes) = &f.bitcask_max_file_bytes {
+            let range = storage::bitcask::MIN_FILE_BYTES..=(1u64 << 40);
+            if !range.contains(bytes.get_ref()) {
+                return self.error(
+                    bytes.span(),
+                    format!(
+                        "`[storage]` bitcask_max_file_bytes {} is out of range: expected {} to {}",
+                        bytes.get_ref(),
+                        range.start(),
+                        range.end()
+                    ),
+                );
+            }
+            tuning.bitcask_max_file_bytes = Some(*bytes.get_ref());
+        }
+        if let Some(files) = &f.bitcask_merge_trigger_files {
+            if *files.get_ref() > 1_000_000 {
+                return self.error(
+                    files.span(),
+                    "`[storage]` bitcask_merge_trigger_files is out of range: expected 0 to 1000000",
+                );
+            }
+            tuning.bitcask_merge_trigger_files = Some(*files.get_ref() as usize);
+        }
+        if let Some(pages) = &f.btree_max_dirty_pages {
+            if !(1..=1 << 20).contains(pages.get_ref()) {
+                return self.error(
+                    pages.span(),
+                    format!(
+                        "`[storage]` btree_max_dirty_pages {} is out of range: expected 1 to {}",
+                        pages.get_ref(),
+                        1 << 20
+                    ),
+                );
+            }
+            tuning.btree_max_dirty_pages = Some(*pages.get_ref() as usize);
+        }
+        Ok(tuning)
     }
 
     fn workload(&self, file: Option<WorkloadFile>) -> Result<ClientConfig, ScenarioError> {

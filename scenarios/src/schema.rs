@@ -196,6 +196,14 @@ pub struct StorageFile {
     pub engine: Option<Spanned<String>>,
     /// Node `i` uses `engines[i % len]`.
     pub engines: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Bitcask's data-file size (default 64 MiB): small files rotate, merge and write
+    /// hint files within a run.
+    pub bitcask_max_file_bytes: Option<Spanned<u64>>,
+    /// Bitcask merges when this many frozen log files accumulate (default 8; 0 never).
+    pub bitcask_merge_trigger_files: Option<Spanned<u32>>,
+    /// The B+tree checkpoints when more logged pages than this are not yet in its data
+    /// file (default 1024): small values checkpoint (write pages in place) often.
+    pub btree_max_dirty_pages: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -255,10 +255,11 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
     for name in &scenario.engines {
         // The protocol syncs each change before revealing it, so its engines need not
         // sync every write: an unsynced write can be lost in a crash.
-        let engine = engines::opener(
+        let engine = engines::opener_tuned(
             name,
             EngineSyncPolicy::Explicit,
             options.engine_bugs(scenario),
+            &scenario.engine_tuning,
         )
         .ok_or_else(|| ScenarioError::Options(format!("unknown storage engine {name}")))?;
         per_node.push(Settings {

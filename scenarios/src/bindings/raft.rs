@@ -27,6 +27,10 @@ pub static ENTRY: ProtocolEntry = ProtocolEntry {
             name: LinearizabilityChecker::NAME,
             properties: "linearizability of client operations (key-value model)",
         },
+        CheckerInfo {
+            name: sim_core::crash_consistency::NAME,
+            properties: "crash consistency: no storage corruption reported after crashes alone",
+        },
     ],
     bug_flags: BUG_FLAGS,
     workload: WorkloadKind::KeyValue,
@@ -122,6 +126,12 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
     let checkers: Vec<Box<dyn Checker<raft::Node>>> = vec![
         Box::new(checker::InvariantChecker),
         Box::new(LinearizabilityChecker::default()),
+        Box::new(sim_core::crash_consistency::CrashConsistencyChecker::new(
+            |o: &raft::Observation| match o {
+                raft::Observation::Stopped { error, .. } => Some(error.as_str()),
+                _ => None,
+            },
+        )),
     ];
     run_protocol(
         scenario,

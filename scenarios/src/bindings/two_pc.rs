@@ -264,10 +264,11 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
     for name in &scenario.engines {
         // The protocol syncs explicitly before it reveals anything, so its engines do
         // not sync every write: an unsynced write can be lost in a crash.
-        let engine = engines::opener(
+        let engine = engines::opener_tuned(
             name,
             EngineSyncPolicy::Explicit,
             options.engine_bugs(scenario),
+            &scenario.engine_tuning,
         )
         .ok_or_else(|| ScenarioError::Options(format!("unknown storage engine {name}")))?;
         per_node.push(Settings {

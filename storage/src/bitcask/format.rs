@@ -356,6 +356,41 @@ pub fn decode_hint(
     Ok(entries)
 }
 
+/// `bitcask.trust_hint`: the reference's hint loader. No checksum, no check of the
+/// header, the data file's id and length or the entry count: entries are read one after
+/// the other and the first that does not parse (or does not fit) silently ends the
+/// list, so a damaged hint loses, misplaces or invents keys. (One bound is kept, for
+/// memory only: a record length beyond the data file's ends the list, so a damaged
+/// length never makes a read allocate gigabytes.)
+pub fn decode_hint_trusting(b: &[u8], data_len: u64, max_key_bytes: usize) -> Vec<HintEntry> {
+    let mut entries = Vec::new();
+    let end = b.len().saturating_sub(4);
+    let mut at = HINT_HEADER_LEN;
+    while at + HINT_ENTRY_LEN <= end {
+        let Some(kind) = RecordKind::from_code(b[at]) else {
+            break;
+        };
+        let key_len = usize::from(u16_at(b, at + 2));
+        let key_start = at + HINT_ENTRY_LEN;
+        if kind == RecordKind::Commit
+            || key_len > max_key_bytes
+            || end - key_start < key_len
+            || u64::from(u32_at(b, at + 4)) > data_len
+        {
+            break;
+        }
+        entries.push(HintEntry {
+            kind,
+            seq: u64_at(b, at + 16),
+            offset: u64_at(b, at + 8),
+            record_len: u32_at(b, at + 4),
+            key: b[key_start..key_start + key_len].to_vec(),
+        });
+        at = key_start + key_len;
+    }
+    entries
+}
+
 fn record_len_u64(key_len: usize, value_len: usize) -> u64 {
     (RECORD_HEADER_LEN as u64) + key_len as u64 + value_len as u64
 }

@@ -11,6 +11,7 @@
 //!   files) crash-safely: temporary names, sync, rename, directory sync, an *obsolete
 //!   files* marker, keydir switch, then deletion of the old files.
 
+use crate::bugs::EngineBug;
 use crate::codec::Poison;
 
 mod format;
@@ -43,6 +44,9 @@ pub const DEFAULT_MERGE_TRIGGER_FILES: usize = 8;
 pub const MERGE_MARKER_FILE: &str = "merge.obsolete";
 const MERGE_MARKER_MAGIC: &[u8; 8] = b"FLBCMERG";
 const TMP_SUFFIX: &str = ".tmp";
+/// With `bitcask.in_band_tombstone`: the value a delete writes as an ordinary put, and
+/// that recovery reads as a tombstone (the reference's in-band sentinel).
+pub const IN_BAND_TOMBSTONE: &[u8] = b"__BITCASK_TOMBSTONE__";
 /// Merge output is written in chunks of about this size.
 const MERGE_WRITE_CHUNK_BYTES: usize = 1 << 20;
 /// A merge marker lists at most this many files.
@@ -344,7 +348,7 @@ impl Bitcask {
         for (&id, file) in files.iter_mut() {
             let mut found = None;
             if file.kind == FileKind::Merged && hint_ids.contains(&id) {
-                match load_hint(&vfs, dir, id, &*file.handle)? {
+                match load_hint(&vfs, dir, id, &*file.handle, options.bugs)? {
                     Some(entries) => {
                         recovery.hinted_files += 1;
                         found = Some(entries);
@@ -356,7 +360,8 @@ impl Bitcask {
                 Some(f) => f,
                 None => {
                     let tail_allowed = Some(id) == active_id;
-                    let (found, tail, last_seq) = scan_data_file(file, id, tail_allowed)?;
+                    let (found, tail, last_seq) =
+                        scan_data_file(file, id, tail_allowed, options.bugs)?;
                     // Commit records take sequence numbers too.
                     max_seq = max_seq.max(last_seq);
                     if tail.is_some() {
@@ -546,10 +551,17 @@ impl Bitcask {
             let mut buf = Vec::new();
             let mut placed = Vec::with_capacity(ops.len());
             let flags = if batch { FLAG_BATCH } else { 0 };
+            let in_band = db.options.bugs.contains(EngineBug::BitcaskInBandTombstone);
             for (i, (kind, key, value)) in ops.iter().enumerate() {
                 let start = buf.len();
                 let seq = first_seq + i as u64;
-                format::encode_record(&mut buf, db.active_id, *kind, flags, seq, key, value);
+                // `bitcask.in_band_tombstone`: a delete is written as a put of the
+                // sentinel value, which a put can write too.
+                let (kind, value) = match kind {
+                    RecordKind::Tombstone if in_band => (RecordKind::Put, IN_BAND_TOMBSTONE),
+                    _ => (*kind, *value),
+                };
+                format::encode_record(&mut buf, db.active_id, kind, flags, seq, key, value);
                 placed.push((start, buf.len() - start, seq));
             }
             if batch {
@@ -838,6 +850,13 @@ impl Bitcask {
         outputs: Vec<MergeOutput>,
         moves: Vec<(Vec<u8>, KeyEntry)>,
     ) -> Result<(), EngineError> {
+        if self
+            .options
+            .bugs
+            .contains(EngineBug::BitcaskDeleteBeforeRename)
+        {
+            return self.install_merge_delete_before_rename(inputs, outputs, moves);
+        }
         let dir = self.dir.clone();
         for out in &outputs {
             self.vfs.rename(
@@ -878,6 +897,53 @@ impl Bitcask {
         self.vfs.sync_dir(&dir)?;
         self.vfs.remove(&vfs::join(&dir, MERGE_MARKER_FILE))?;
         self.vfs.sync_dir(&dir)?;
+        Ok(())
+    }
+}
+
+impl Bitcask {
+    /// `bitcask.delete_before_rename`: the reference's merge order — switch the index,
+    /// delete the old files, then rename the output to its final name — with no
+    /// obsolete-files marker and no directory sync. Until some later directory sync, a
+    /// crash can keep the deletions and lose the rename (or the output's creation):
+    /// recovery then removes the output as a temporary file and the merged records are
+    /// in neither file.
+    fn install_merge_delete_before_rename(
+        &mut self,
+        inputs: &[u64],
+        outputs: Vec<MergeOutput>,
+        moves: Vec<(Vec<u8>, KeyEntry)>,
+    ) -> Result<(), EngineError> {
+        let dir = self.dir.clone();
+        for (key, entry) in moves {
+            self.keydir.insert(key, entry);
+        }
+        for id in inputs {
+            self.files.remove(id);
+            self.vfs.remove(&vfs::join(&dir, &data_file_name(*id)))?;
+            let hint = vfs::join(&dir, &hint_file_name(*id));
+            if self.vfs.exists(&hint)? {
+                self.vfs.remove(&hint)?;
+            }
+        }
+        for out in outputs {
+            let path = vfs::join(&dir, &data_file_name(out.id));
+            self.vfs.rename(&out.tmp_data_path, &path)?;
+            self.vfs.rename(
+                &out.tmp_hint_path,
+                &vfs::join(&dir, &hint_file_name(out.id)),
+            )?;
+            drop(out.handle);
+            let handle = self.vfs.open(&path)?;
+            self.files.insert(
+                out.id,
+                DataFile {
+                    handle,
+                    path,
+                    kind: FileKind::Merged,
+                },
+            );
+        }
         Ok(())
     }
 }
@@ -989,17 +1055,27 @@ fn load_hint(
     dir: &str,
     id: u64,
     data: &dyn VfsFile,
+    bugs: crate::bugs::EngineBugs,
 ) -> Result<Option<Vec<Found>>, EngineError> {
     let hint = vfs.open(&vfs::join(dir, &hint_file_name(id)))?;
     let bytes = read_all(&*hint)?;
     let data_len = data.len()?;
-    match format::decode_hint(
-        &bytes,
-        id,
-        data_len,
-        MAX_KEY_BYTES_LIMIT,
-        MAX_VALUE_BYTES_LIMIT,
-    ) {
+    let decoded = if bugs.contains(EngineBug::BitcaskTrustHint) {
+        Ok(format::decode_hint_trusting(
+            &bytes,
+            data_len,
+            MAX_KEY_BYTES_LIMIT,
+        ))
+    } else {
+        format::decode_hint(
+            &bytes,
+            id,
+            data_len,
+            MAX_KEY_BYTES_LIMIT,
+            MAX_VALUE_BYTES_LIMIT,
+        )
+    };
+    match decoded {
         Ok(entries) => Ok(Some(
             entries
                 .into_iter()
@@ -1030,7 +1106,9 @@ fn scan_data_file(
     file: &mut DataFile,
     file_id: u64,
     tail_allowed: bool,
+    bugs: crate::bugs::EngineBugs,
 ) -> Result<ScanOutcome, EngineError> {
+    let in_band = bugs.contains(EngineBug::BitcaskInBandTombstone);
     let bytes = read_all(&*file.handle)?;
     let decode = |at: usize| {
         format::decode_record(
@@ -1060,7 +1138,12 @@ fn scan_data_file(
             break;
         }
         let in_batch = r.flags & FLAG_BATCH != 0;
-        match r.kind {
+        // `bitcask.in_band_tombstone`: a put of the sentinel value reads as a delete.
+        let kind = match r.kind {
+            RecordKind::Put if in_band && r.value == IN_BAND_TOMBSTONE => RecordKind::Tombstone,
+            k => k,
+        };
+        match kind {
             RecordKind::Put | RecordKind::Tombstone => {
                 if in_batch && pending.is_empty() {
                     pending_start = at;
@@ -1070,7 +1153,7 @@ fn scan_data_file(
                 }
                 let f = Found {
                     key: r.key.to_vec(),
-                    kind: r.kind,
+                    kind,
                     entry: KeyEntry {
                         file_id,
                         offset: at as u64,

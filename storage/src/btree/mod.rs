@@ -15,6 +15,7 @@
 //! - Recovery takes the valid superblock with the highest generation, replays the WAL
 //!   batches after its sequence number (idempotent page writes), and checkpoints.
 
+use crate::bugs::EngineBug;
 use crate::codec::Poison;
 
 mod page;
@@ -140,6 +141,9 @@ pub struct BTree {
     wal: Wal,
     meta: Meta,
     generation: u64,
+    /// The WAL sequence number in the current superblock (`btree.meta_unlogged` rewrites
+    /// that superblock in place with new metadata).
+    superblock_wal_seq: u64,
     /// Logged page images not yet written to the data file.
     dirty: BTreeMap<u32, Vec<u8>>,
     /// Page images logged since the last checkpoint.
@@ -228,7 +232,14 @@ impl BTree {
             vfs.sync_dir(dir)?;
         }
         if !vfs.exists(&path)? {
-            create_data_file(&vfs, dir, &tmp, &path, options.page_size)?;
+            create_data_file(
+                &vfs,
+                dir,
+                &tmp,
+                &path,
+                options.page_size,
+                crc_covers_page_no(&options),
+            )?;
             recovery.created = true;
         }
         let mut file = vfs.open(&path)?;
@@ -306,13 +317,14 @@ impl BTree {
                             "logged page number out of range",
                         ));
                     }
-                    Node::decode(image, page_no, NO_PAGE).map_err(|d| {
-                        EngineError::corruption(
-                            &wal_dir,
-                            r.seq,
-                            format!("logged page {page_no}: {d}"),
-                        )
-                    })?;
+                    Node::decode_with(image, page_no, NO_PAGE, crc_covers_page_no(&options))
+                        .map_err(|d| {
+                            EngineError::corruption(
+                                &wal_dir,
+                                r.seq,
+                                format!("logged page {page_no}: {d}"),
+                            )
+                        })?;
                     file.write_at(page_no as u64 * page_size as u64, image)?;
                     recovery.replayed_pages += 1;
                 }
@@ -350,6 +362,7 @@ impl BTree {
             wal,
             meta,
             generation: sb.generation,
+            superblock_wal_seq: sb.wal_seq,
             dirty: BTreeMap::new(),
             logged_pages: 0,
             free_set: BTreeSet::new(),
@@ -446,8 +459,13 @@ impl BTree {
         }
         let decode = |b: &[u8]| {
             let node = Arc::new(
-                Node::decode(b, page_no, self.meta.page_count)
-                    .map_err(|d| self.corrupt_page(page_no, d))?,
+                Node::decode_with(
+                    b,
+                    page_no,
+                    self.meta.page_count,
+                    crc_covers_page_no(&self.options),
+                )
+                .map_err(|d| self.corrupt_page(page_no, d))?,
             );
             let mut cache = self.cache.borrow_mut();
             if cache.len() >= CACHE_PAGES {
@@ -556,7 +574,9 @@ impl BTree {
         let mut images = Vec::with_capacity(txn.pages.len());
         let mut payloads = Vec::with_capacity(txn.pages.len() + 1);
         for (&page_no, node) in &txn.pages {
-            let image = node.encode(page_no, page_size).ok_or_else(|| {
+            let image = node
+                .encode_with(page_no, page_size, crc_covers_page_no(&self.options))
+                .ok_or_else(|| {
                 EngineError::Other(format!(
                     "btree: internal: page {page_no} overflows (or is an internal node without keys)"
                 ))
@@ -568,14 +588,20 @@ impl BTree {
             payloads.push(payload);
             images.push((page_no, image));
         }
-        let mut meta_payload = vec![RECORD_META];
-        meta_payload.extend_from_slice(&txn.meta.encode());
-        payloads.push(meta_payload);
+        let page_records = payloads.len();
+        let meta_unlogged = self.options.bugs.contains(EngineBug::BtreeMetaUnlogged);
+        if !meta_unlogged {
+            let mut meta_payload = vec![RECORD_META];
+            meta_payload.extend_from_slice(&txn.meta.encode());
+            payloads.push(meta_payload);
+        }
         let wal_dir = vfs::join(&self.dir, WAL_DIR);
         self.guarded(|t| {
-            t.wal
-                .append_batch(&payloads)
-                .map_err(|e| wal_error(&wal_dir, e))?;
+            if !payloads.is_empty() {
+                t.wal
+                    .append_batch(&payloads)
+                    .map_err(|e| wal_error(&wal_dir, e))?;
+            }
             for (page_no, image) in images {
                 t.dirty.insert(page_no, image);
             }
@@ -598,9 +624,28 @@ impl BTree {
                     .map(|(p, n)| (p, Arc::new(n))),
             );
             cache.retain(|&p, _| p < page_count);
-            t.logged_pages += payloads.len() - 1;
+            t.logged_pages += page_records;
+            if meta_unlogged {
+                t.write_meta_in_place()?;
+            }
             Ok(())
         })
+    }
+
+    /// `btree.meta_unlogged`: the reference's `write_meta` — the new root, height, page
+    /// count and free list written straight into the current superblock, in place,
+    /// without the log and without a sync. A crash can keep the pages (replayed from
+    /// the WAL) with older metadata, or tear the superblock.
+    fn write_meta_in_place(&mut self) -> Result<(), EngineError> {
+        let sb = Superblock {
+            generation: self.generation,
+            page_size: self.options.page_size as u32,
+            wal_seq: self.superblock_wal_seq,
+            meta: self.meta,
+        };
+        let slot = (self.generation % 2) * SUPERBLOCK_SLOT_BYTES as u64;
+        self.file.write_at(slot, &sb.encode())?;
+        Ok(())
     }
 
     /// Logs a finished operation as one WAL batch, then makes it the current state;
@@ -657,6 +702,7 @@ impl BTree {
                 ));
             }
             t.generation = generation;
+            t.superblock_wal_seq = sb.wal_seq;
             t.dirty.clear();
             t.logged_pages = 0;
             // The file shrinks only once a durable superblock no longer counts the
@@ -748,7 +794,13 @@ impl BTree {
                 if n != page_size {
                     return Err(self.corrupt_page(page_no, "page cut short"));
                 }
-                Node::decode(&buf, page_no, self.meta.page_count).map_err(|d| {
+                Node::decode_with(
+                    &buf,
+                    page_no,
+                    self.meta.page_count,
+                    crc_covers_page_no(&self.options),
+                )
+                .map_err(|d| {
                     self.corrupt_page(
                         page_no,
                         &format!("page damaged by a misdirected checkpoint write: {d}"),
@@ -1297,6 +1349,12 @@ fn fitting_split(sizes: &[usize], body: usize, drop_middle: bool) -> Option<usiz
     })
 }
 
+/// Whether page checksums are seeded with the page number (always, but for the
+/// `btree.crc_excludes_page_number` defect).
+fn crc_covers_page_no(options: &BTreeOptions) -> bool {
+    !options.bugs.contains(EngineBug::BtreeCrcExcludesPageNumber)
+}
+
 /// Creates the data file durably under a temporary name: superblock generation 1 and
 /// an empty root leaf at page 1, synced, renamed, directory synced.
 fn create_data_file(
@@ -1305,6 +1363,7 @@ fn create_data_file(
     tmp: &str,
     path: &str,
     page_size: usize,
+    crc_covers_page_no: bool,
 ) -> Result<(), EngineError> {
     let meta = Meta {
         root: FIRST_DATA_PAGE,
@@ -1324,7 +1383,7 @@ fn create_data_file(
         entries: Vec::new(),
         next: NO_PAGE,
     }
-    .encode(FIRST_DATA_PAGE, page_size)
+    .encode_with(FIRST_DATA_PAGE, page_size, crc_covers_page_no)
     .ok_or_else(|| EngineError::Other("btree: internal: empty leaf does not fit".into()))?;
     let mut f = vfs.create(tmp)?;
     f.write_at(SUPERBLOCK_SLOT_BYTES as u64, &sb.encode())?;

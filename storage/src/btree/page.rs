@@ -73,6 +73,17 @@ impl Node {
     /// Encodes the node as page `page_no`; `None` if it does not fit, or if it is an
     /// internal node without keys (which `decode` rejects: it must never be written).
     pub fn encode(&self, page_no: u32, page_size: usize) -> Option<Vec<u8>> {
+        self.encode_with(page_no, page_size, true)
+    }
+
+    /// [`encode`](Self::encode); `crc_covers_page_no` false is the
+    /// `btree.crc_excludes_page_number` defect (the checksum covers the bytes only).
+    pub fn encode_with(
+        &self,
+        page_no: u32,
+        page_size: usize,
+        crc_covers_page_no: bool,
+    ) -> Option<Vec<u8>> {
         let used = self.encoded_len();
         if used > page_size {
             return None;
@@ -120,7 +131,7 @@ impl Node {
             }
             Node::Free { .. } => {}
         }
-        let crc = page_crc(page_no, &b[4..]);
+        let crc = page_crc(page_no, &b[4..], crc_covers_page_no);
         b[0..4].copy_from_slice(&crc.to_le_bytes());
         Some(b)
     }
@@ -129,10 +140,22 @@ impl Node {
     /// page written to the wrong place fails), type, lengths, strictly increasing keys,
     /// links inside `page_count`.
     pub fn decode(b: &[u8], page_no: u32, page_count: u32) -> Result<Node, &'static str> {
+        Node::decode_with(b, page_no, page_count, true)
+    }
+
+    /// [`decode`](Self::decode); `crc_covers_page_no` false is the
+    /// `btree.crc_excludes_page_number` defect: a valid page of another number (a
+    /// misdirected write) decodes as this one.
+    pub fn decode_with(
+        b: &[u8],
+        page_no: u32,
+        page_count: u32,
+        crc_covers_page_no: bool,
+    ) -> Result<Node, &'static str> {
         if b.len() < PAGE_HEADER_LEN {
             return Err("short page");
         }
-        if page_crc(page_no, &b[4..]) != u32_at(b, 0) {
+        if page_crc(page_no, &b[4..], crc_covers_page_no) != u32_at(b, 0) {
             return Err("page checksum mismatch");
         }
         if b[5] != 0 || b[14] != 0 || b[15] != 0 {
@@ -227,8 +250,12 @@ impl Node {
     }
 }
 
-fn page_crc(page_no: u32, rest: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&page_no.to_le_bytes()), rest)
+fn page_crc(page_no: u32, rest: &[u8], covers_page_no: bool) -> u32 {
+    if covers_page_no {
+        crc32c::crc32c_append(crc32c::crc32c(&page_no.to_le_bytes()), rest)
+    } else {
+        crc32c::crc32c(rest)
+    }
 }
 
 /// The tree's metadata: in a superblock and in every logged operation.
