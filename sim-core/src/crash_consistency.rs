@@ -86,6 +86,7 @@ impl<P: Process> Checker<P> for CrashConsistencyChecker<P> {
                 ),
                 time: Some(o.time),
                 nodes: vec![o.node],
+                cites: Vec::new(),
             });
         }
         violations
