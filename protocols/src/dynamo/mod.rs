@@ -347,6 +347,8 @@ pub enum Observation {
     HintExpired { hint: (u32, u64) },
     /// This replica collected `key`'s tombstone (these versions).
     Collected { key: String, dots: Vec<Dot> },
+    /// The node's storage failed; it stops serving.
+    StorageFailed { what: String, error: String },
     /// A read's answer had this many siblings with values.
     ReadSiblings { key: String, count: u32 },
     /// Data unchanged for `settle`: every key this node replicates, and its ranges' roots.
@@ -492,7 +494,10 @@ impl Node {
     fn fail(&mut self, ctx: &mut Ctx<'_, Self>, what: &str, e: impl std::fmt::Display) {
         // A node whose disk fails stops serving rather than reveal state it could not
         // persist; the checkers see it as unavailable.
-        let _ = (ctx, what, e);
+        ctx.observe(Observation::StorageFailed {
+            what: what.to_string(),
+            error: e.to_string(),
+        });
         self.failed = true;
     }
 
@@ -550,7 +555,11 @@ impl Node {
             self.leaves.get(&(range, leaf)).copied().unwrap_or(0) ^ old_contribution ^ new_contribution;
         let collected_cleared = record.is_some() && self.collected.contains_key(key);
         let change = Change {
-            records: vec![(key, record.as_ref())],
+            records: vec![(
+                key,
+                record.as_ref(),
+                old.as_ref().map(|r| r.object.dots()).unwrap_or_default(),
+            )],
             leaves: vec![((range, leaf), leaf_hash)],
             collected: if collected_cleared {
                 vec![(key, None)]
@@ -973,12 +982,12 @@ impl Node {
     }
 
     fn remove_hint(&mut self, ctx: &mut Ctx<'_, Self>, id: u64) -> bool {
-        if !self.hints.contains_key(&id) {
+        let Some(versions) = self.hints.get(&id).map(|h| h.object.siblings.len()) else {
             return false;
-        }
+        };
         if !self.bugs.hints_not_durable {
             let change = Change {
-                hints_removed: vec![id],
+                hints_removed: vec![(id, versions)],
                 ..Change::default()
             };
             if let Some(store) = self.store.as_mut()

@@ -22,6 +22,10 @@ use sim_core::{ClientId, Completion};
 use super::version::{Dot, Vv};
 use super::{Node, Op, Reply};
 
+/// A set stops growing at this many elements, so one version stays well inside an
+/// engine entry (the B+tree takes about a third of a 4 KiB page).
+pub const MAX_SET_ELEMENTS: usize = 100;
+
 /// What a client remembers of its last read of a key.
 #[derive(Debug, Clone)]
 struct LastRead {
@@ -100,6 +104,10 @@ impl Workload<Node> for DynamoWorkload {
             }
             return Op::Get { key };
         };
+        if is_set && last.elements.len() >= MAX_SET_ELEMENTS {
+            // The cart is full: keep reading it (bounds a version's size on disk).
+            return Op::Get { key };
+        }
         let id = self.unique(client);
         if is_set {
             let mut elements = last.elements;
