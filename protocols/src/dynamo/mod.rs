@@ -32,8 +32,8 @@
 //! **Anti-entropy.** Keys are grouped into ranges by replica set; each range has a
 //! Merkle tree of `LEAVES` leaves whose hashes (XOR of their keys' contributions) are
 //! updated in the same batch as the record that changes them. Every `ae_interval` a node
-//! sends one random peer of one of its ranges its leaves; differing leaves are exchanged
-//! key by key, both ways.
+//! sends, for each of its ranges, the range's leaves to one of its other replicas (in
+//! turn); differing leaves are exchanged key by key, both ways.
 //!
 //! **Deletes.** A delete is a write of a tombstone carrying its version. A replica
 //! collects a tombstone only after `tombstone_grace` (longer than the scenario's longest
@@ -412,6 +412,7 @@ pub struct Node {
     gc: BTreeMap<String, (u64, BTreeSet<u32>)>,
     last_hint_round_us: u64,
     last_ae_round_us: u64,
+    ae_rounds: u64,
     last_change_us: u64,
     snapshot_due: bool,
     failed: bool,
@@ -437,6 +438,7 @@ impl Node {
             gc: BTreeMap::new(),
             last_hint_round_us: 0,
             last_ae_round_us: 0,
+            ae_rounds: 0,
             last_change_us: 0,
             snapshot_due: true,
             failed: false,
@@ -1009,19 +1011,18 @@ impl Node {
             .collect()
     }
 
+    /// Offers every range's leaves to one of its other replicas, taken in turn.
     fn anti_entropy_round(&mut self, ctx: &mut Ctx<'_, Self>) {
-        let mine = self.my_ranges();
-        if mine.is_empty() {
-            return;
+        self.ae_rounds += 1;
+        for (range, set) in self.my_ranges() {
+            let peers: Vec<u32> = set.into_iter().filter(|&p| p != self.me()).collect();
+            if peers.is_empty() {
+                continue;
+            }
+            let peer = peers[(self.ae_rounds as usize + range as usize) % peers.len()];
+            let leaves = self.range_leaves(range);
+            ctx.send(NodeId(peer), Msg::AeLeaves { range, leaves });
         }
-        let (range, set) = mine[ctx.rng().random_range(0..mine.len())].clone();
-        let peers: Vec<u32> = set.into_iter().filter(|&p| p != self.me()).collect();
-        if peers.is_empty() {
-            return;
-        }
-        let peer = peers[ctx.rng().random_range(0..peers.len())];
-        let leaves = self.range_leaves(range);
-        ctx.send(NodeId(peer), Msg::AeLeaves { range, leaves });
     }
 
     fn range_leaves(&self, range: u32) -> Vec<u64> {
