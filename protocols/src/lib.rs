@@ -8,9 +8,9 @@
 pub mod broadcast;
 pub mod bully;
 pub mod common;
+pub mod dynamo;
 pub mod gossip;
 pub mod multi_leader;
 pub mod paxos;
 pub mod raft;
 pub mod two_pc;
-pub mod dynamo;

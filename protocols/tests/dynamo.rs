@@ -4,9 +4,9 @@
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
+use protocols::dynamo::Quorum;
 use protocols::dynamo::ring::{DEFAULT_VNODES, Ring, position};
 use protocols::dynamo::version::{Dot, MergeFlaws, Object, Sibling, Vv};
-use protocols::dynamo::Quorum;
 
 #[test]
 fn three_nodes_with_150_vnodes_are_balanced_within_1_5() {
@@ -21,7 +21,10 @@ fn three_nodes_with_150_vnodes_are_balanced_within_1_5() {
 fn a_heavier_node_owns_more_of_the_ring() {
     let ring = Ring::new(DEFAULT_VNODES, &[1.0, 1.0, 3.0]).unwrap();
     let loads = ring.loads();
-    assert!(loads[2] > 2.0 * loads[0] && loads[2] > 2.0 * loads[1], "{loads:?}");
+    assert!(
+        loads[2] > 2.0 * loads[0] && loads[2] > 2.0 * loads[1],
+        "{loads:?}"
+    );
 }
 
 fn keys(n: usize) -> Vec<String> {
@@ -116,13 +119,39 @@ fn positions_are_the_reference_md5_positions() {
 
 #[test]
 fn quorum_settings_are_validated() {
-    let q = |n, r, w| Quorum { n, r, w, sloppy: true };
+    let q = |n, r, w| Quorum {
+        n,
+        r,
+        w,
+        sloppy: true,
+    };
     assert!(q(3, 2, 2).validate(5, false).is_ok());
-    assert!(q(3, 1, 1).validate(5, false).unwrap_err().contains("allow_weak_quorum"));
+    assert!(
+        q(3, 1, 1)
+            .validate(5, false)
+            .unwrap_err()
+            .contains("allow_weak_quorum")
+    );
     assert!(q(3, 1, 1).validate(5, true).is_ok());
     assert!(q(6, 3, 4).validate(5, false).unwrap_err().contains("n = 6"));
     assert!(q(3, 0, 3).validate(5, false).unwrap_err().contains("r = 0"));
     assert!(q(3, 2, 4).validate(5, false).unwrap_err().contains("w = 4"));
-    assert!(!Quorum { n: 3, r: 2, w: 2, sloppy: true }.strict_overlap());
-    assert!(Quorum { n: 3, r: 2, w: 2, sloppy: false }.strict_overlap());
+    assert!(
+        !Quorum {
+            n: 3,
+            r: 2,
+            w: 2,
+            sloppy: true
+        }
+        .strict_overlap()
+    );
+    assert!(
+        Quorum {
+            n: 3,
+            r: 2,
+            w: 2,
+            sloppy: false
+        }
+        .strict_overlap()
+    );
 }

@@ -64,7 +64,9 @@ pub type Snapshot<'a> = (
 
 /// Each live node's last snapshot of its final incarnation, if it reported one after its
 /// last change; the nodes that did not settle are the second list.
-pub fn final_states(run: &RunOutput<Node>) -> (BTreeMap<NodeId, Snapshot<'_>>, Vec<(NodeId, &'static str)>) {
+pub fn final_states(
+    run: &RunOutput<Node>,
+) -> (BTreeMap<NodeId, Snapshot<'_>>, Vec<(NodeId, &'static str)>) {
     let mut states = BTreeMap::new();
     let mut unsettled = Vec::new();
     for node in run.live_nodes() {
@@ -226,13 +228,19 @@ fn collected(run: &RunOutput<Node>) -> BTreeMap<String, BTreeSet<Dot>> {
     let mut out: BTreeMap<String, BTreeSet<Dot>> = BTreeMap::new();
     for o in &run.observations {
         if let Observation::Collected { key, dots } = &o.obs {
-            out.entry(key.clone()).or_default().extend(dots.iter().copied());
+            out.entry(key.clone())
+                .or_default()
+                .extend(dots.iter().copied());
         }
     }
     out
 }
 
-fn unsettled_violations(checker: &'static str, property: &'static str, run: &RunOutput<Node>) -> Vec<Violation> {
+fn unsettled_violations(
+    checker: &'static str,
+    property: &'static str,
+    run: &RunOutput<Node>,
+) -> Vec<Violation> {
     final_states(run)
         .1
         .into_iter()
@@ -276,10 +284,14 @@ impl Checker<Node> for ConvergenceChecker {
             }
         }
         for (key, range) in key_range {
-            let Some(set) = ranges.get(&range) else { continue };
+            let Some(set) = ranges.get(&range) else {
+                continue;
+            };
             let mut seen: BTreeMap<Vec<Dot>, Vec<u32>> = BTreeMap::new();
             for &r in set {
-                let Some((keys, _)) = states.get(&NodeId(r)) else { continue };
+                let Some((keys, _)) = states.get(&NodeId(r)) else {
+                    continue;
+                };
                 let dots: Vec<Dot> = keys
                     .get(key)
                     .map(|(_, v)| v.iter().map(|x| x.0).collect())
@@ -315,7 +327,10 @@ impl Checker<Node> for ConvergenceChecker {
                     CONVERGENCE,
                     "merkle_roots_differ",
                     CONVERGED,
-                    format!("range {range} (replicas {set:?}) has {} different Merkle roots", roots.len()),
+                    format!(
+                        "range {range} (replicas {set:?}) has {} different Merkle roots",
+                        roots.len()
+                    ),
                     None,
                     set.iter().map(|&n| NodeId(n)).collect(),
                 ));
@@ -354,7 +369,12 @@ impl Checker<Node> for CausalSiblingsChecker {
                 .filter(|d| causality.writes.get(d).is_some_and(|w| w.key == key))
                 .collect();
             // Effective writes: acknowledged, final, or collected tombstones.
-            let effective: BTreeSet<Dot> = acked.iter().chain(f.iter()).chain(gone.iter()).copied().collect();
+            let effective: BTreeSet<Dot> = acked
+                .iter()
+                .chain(f.iter())
+                .chain(gone.iter())
+                .copied()
+                .collect();
             for &v in f {
                 if let Some(&by) = effective.iter().find(|&&e| causality.past(e).contains(&v)) {
                     out.push(violation(
@@ -380,7 +400,10 @@ impl Checker<Node> for CausalSiblingsChecker {
                 .filter(|&a| !f.iter().chain(gone.iter()).any(|&x| causality.covers(x, a)))
                 .collect();
             for &a in &lost {
-                if lost.iter().any(|&b| b != a && causality.past(b).contains(&a)) {
+                if lost
+                    .iter()
+                    .any(|&b| b != a && causality.past(b).contains(&a))
+                {
                     continue;
                 }
                 out.push(violation(
@@ -403,7 +426,8 @@ impl Checker<Node> for CausalSiblingsChecker {
 /// Every acknowledged set element is in the final converged read.
 pub struct NoLostWriteChecker;
 
-const NO_LOST: &str = "no lost acknowledged write (every acknowledged set element is in the final converged read)";
+const NO_LOST: &str =
+    "no lost acknowledged write (every acknowledged set element is in the final converged read)";
 
 impl Checker<Node> for NoLostWriteChecker {
     fn name(&self) -> &'static str {
@@ -416,7 +440,9 @@ impl Checker<Node> for NoLostWriteChecker {
         let finals = final_versions(&states);
         let causality = Causality::new(run);
         for (&dot, &at) in &causality.acked {
-            let Some(w) = causality.writes.get(&dot) else { continue };
+            let Some(w) = causality.writes.get(&dot) else {
+                continue;
+            };
             if !w.key.starts_with('s') {
                 continue;
             }
@@ -433,7 +459,10 @@ impl Checker<Node> for NoLostWriteChecker {
                     NO_LOST_WRITE,
                     "lost_element",
                     NO_LOST,
-                    format!("set {}: acknowledged element {} is missing from the final read", w.key, w.id),
+                    format!(
+                        "set {}: acknowledged element {} is missing from the final read",
+                        w.key, w.id
+                    ),
                     Some(at),
                     Vec::new(),
                 ));
@@ -459,7 +488,9 @@ impl Checker<Node> for DeletesChecker {
         let finals = final_versions(&states);
         let causality = Causality::new(run);
         for (&d, &at) in &causality.acked {
-            let Some(w) = causality.writes.get(&d) else { continue };
+            let Some(w) = causality.writes.get(&d) else {
+                continue;
+            };
             if w.value.is_some() {
                 continue;
             }
@@ -489,7 +520,8 @@ impl Checker<Node> for DeletesChecker {
 /// Every hint is delivered then removed (or expires).
 pub struct HintsChecker;
 
-const HINTED: &str = "hinted handoff (every hint delivered to its owner, then removed, or expired after its TTL)";
+const HINTED: &str =
+    "hinted handoff (every hint delivered to its owner, then removed, or expired after its TTL)";
 
 impl Checker<Node> for HintsChecker {
     fn name(&self) -> &'static str {
@@ -508,8 +540,12 @@ impl Checker<Node> for HintsChecker {
         let mut hints: BTreeMap<(u32, u64), State> = BTreeMap::new();
         for o in &run.observations {
             match &o.obs {
-                Observation::HintStored { hint, .. } => hints.entry(*hint).or_default().stored = Some(o.time),
-                Observation::HintDelivered { hint } => hints.entry(*hint).or_default().delivered = true,
+                Observation::HintStored { hint, .. } => {
+                    hints.entry(*hint).or_default().stored = Some(o.time)
+                }
+                Observation::HintDelivered { hint } => {
+                    hints.entry(*hint).or_default().delivered = true
+                }
                 Observation::HintRemoved { hint } => {
                     let s = hints.entry(*hint).or_default();
                     if !s.delivered {

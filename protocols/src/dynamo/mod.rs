@@ -301,29 +301,85 @@ pub struct SiblingView {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
-    Read { siblings: Vec<SiblingView>, context: Vv },
-    Written { dot: Dot },
+    Read {
+        siblings: Vec<SiblingView>,
+        context: Vv,
+    },
+    Written {
+        dot: Dot,
+    },
 }
 
 /// Messages between nodes.
 #[derive(Debug, Clone, Serialize)]
 pub enum Msg {
-    Forward { token: u64, op: Op },
-    ForwardReply { token: u64, completion: Completion<Reply> },
-    Replicate { key: String, object: Object, token: u64 },
-    ReplicateAck { key: String, token: u64 },
+    Forward {
+        token: u64,
+        op: Op,
+    },
+    ForwardReply {
+        token: u64,
+        completion: Completion<Reply>,
+    },
+    Replicate {
+        key: String,
+        object: Object,
+        token: u64,
+    },
+    ReplicateAck {
+        key: String,
+        token: u64,
+    },
     /// Remove the key outright (only the `missing_key_is_older` bug's naive delete).
-    Remove { key: String, token: u64 },
-    Hint { key: String, object: Object, owner: u32, token: u64 },
-    HintAck { owner: u32, token: u64 },
-    Read { key: String, token: u64 },
-    ReadReply { key: String, token: u64, object: Object },
-    HandOff { hint: u64, key: String, object: Object },
-    HandOffAck { hint: u64 },
-    AeLeaves { range: u32, leaves: Vec<u64> },
-    AeObjects { range: u32, objects: Vec<(String, Object)>, want: Vec<u32> },
-    GcQuery { key: String, digest: u64 },
-    GcReply { key: String, digest: u64, ok: bool },
+    Remove {
+        key: String,
+        token: u64,
+    },
+    Hint {
+        key: String,
+        object: Object,
+        owner: u32,
+        token: u64,
+    },
+    HintAck {
+        owner: u32,
+        token: u64,
+    },
+    Read {
+        key: String,
+        token: u64,
+    },
+    ReadReply {
+        key: String,
+        token: u64,
+        object: Object,
+    },
+    HandOff {
+        hint: u64,
+        key: String,
+        object: Object,
+    },
+    HandOffAck {
+        hint: u64,
+    },
+    AeLeaves {
+        range: u32,
+        leaves: Vec<u64>,
+    },
+    AeObjects {
+        range: u32,
+        objects: Vec<(String, Object)>,
+        want: Vec<u32>,
+    },
+    GcQuery {
+        key: String,
+        digest: u64,
+    },
+    GcReply {
+        key: String,
+        digest: u64,
+        ok: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -338,19 +394,44 @@ pub enum Timer {
 #[derive(Debug, Clone, Serialize)]
 pub enum Observation {
     /// This node created version `dot` of `key` for the client write `id`.
-    Coordinated { key: String, id: String, dot: Dot },
+    Coordinated {
+        key: String,
+        id: String,
+        dot: Dot,
+    },
     /// This replica's versions of `key` changed.
-    Stored { key: String },
-    HintStored { hint: (u32, u64), owner: u32, key: String },
-    HintDelivered { hint: (u32, u64) },
-    HintRemoved { hint: (u32, u64) },
-    HintExpired { hint: (u32, u64) },
+    Stored {
+        key: String,
+    },
+    HintStored {
+        hint: (u32, u64),
+        owner: u32,
+        key: String,
+    },
+    HintDelivered {
+        hint: (u32, u64),
+    },
+    HintRemoved {
+        hint: (u32, u64),
+    },
+    HintExpired {
+        hint: (u32, u64),
+    },
     /// This replica collected `key`'s tombstone (these versions).
-    Collected { key: String, dots: Vec<Dot> },
+    Collected {
+        key: String,
+        dots: Vec<Dot>,
+    },
     /// The node's storage failed; it stops serving.
-    StorageFailed { what: String, error: String },
+    StorageFailed {
+        what: String,
+        error: String,
+    },
     /// A read's answer had this many siblings with values.
-    ReadSiblings { key: String, count: u32 },
+    ReadSiblings {
+        key: String,
+        count: u32,
+    },
     /// Data unchanged for `settle`: every key this node replicates, and its ranges' roots.
     Snapshot {
         /// key → (range, versions as (dot, write id, is tombstone)).
@@ -553,8 +634,9 @@ impl Node {
             }
         });
         let new_contribution = record.as_ref().map_or(0, |r| r.merkle_contribution);
-        let leaf_hash =
-            self.leaves.get(&(range, leaf)).copied().unwrap_or(0) ^ old_contribution ^ new_contribution;
+        let leaf_hash = self.leaves.get(&(range, leaf)).copied().unwrap_or(0)
+            ^ old_contribution
+            ^ new_contribution;
         let collected_cleared = record.is_some() && self.collected.contains_key(key);
         let change = Change {
             records: vec![(
@@ -587,7 +669,9 @@ impl Node {
         };
         self.last_change_us = now_us;
         self.snapshot_due = true;
-        ctx.observe(Observation::Stored { key: key.to_string() });
+        ctx.observe(Observation::Stored {
+            key: key.to_string(),
+        });
         true
     }
 
@@ -647,17 +731,24 @@ impl Node {
                         let to = NodeId(pref[0]);
                         self.pending.insert(token, Pending::Forwarded { op: op_id });
                         ctx.send(to, Msg::Forward { token, op });
-                        ctx.set_timer(self.settings.timing.request_timeout, Timer::Expire { token });
+                        ctx.set_timer(
+                            self.settings.timing.request_timeout,
+                            Timer::Expire { token },
+                        );
                     }
                     // Forwarded twice would loop; a replica must coordinate.
                     Origin::Forwarded { .. } => {
-                        self.answer(ctx, origin, Completion::Fail("not a replica of the key".into()));
+                        self.answer(
+                            ctx,
+                            origin,
+                            Completion::Fail("not a replica of the key".into()),
+                        );
                     }
                 }
             }
-            Op::Put { id, value, context, .. } => {
-                self.coordinate_write(ctx, origin, key, id, Some(value), context, pref)
-            }
+            Op::Put {
+                id, value, context, ..
+            } => self.coordinate_write(ctx, origin, key, id, Some(value), context, pref),
             Op::Delete { id, context, .. } => {
                 self.coordinate_write(ctx, origin, key, id, None, context, pref)
             }
@@ -676,7 +767,11 @@ impl Node {
         replicas: Vec<u32>,
     ) {
         let Some(dot) = self.fresh_dot(ctx) else {
-            self.answer(ctx, origin, Completion::Fail("could not reserve a version".into()));
+            self.answer(
+                ctx,
+                origin,
+                Completion::Fail("could not reserve a version".into()),
+            );
             return;
         };
         let naive_delete = value.is_none() && self.bugs.missing_key_is_older;
@@ -697,7 +792,11 @@ impl Node {
             self.put_record(ctx, &key, Some(object.clone()))
         };
         if !stored {
-            self.answer(ctx, origin, Completion::Fail("could not store the write".into()));
+            self.answer(
+                ctx,
+                origin,
+                Completion::Fail("could not store the write".into()),
+            );
             return;
         }
         ctx.observe(Observation::Coordinated {
@@ -736,7 +835,10 @@ impl Node {
         self.check_write(ctx, token);
         if self.pending.contains_key(&token) {
             ctx.set_timer(self.settings.timing.hint_after, Timer::HintAfter { token });
-            ctx.set_timer(self.settings.timing.request_timeout, Timer::Expire { token });
+            ctx.set_timer(
+                self.settings.timing.request_timeout,
+                Timer::Expire { token },
+            );
         }
     }
 
@@ -800,7 +902,13 @@ impl Node {
         }
     }
 
-    fn start_read(&mut self, ctx: &mut Ctx<'_, Self>, origin: Origin, key: String, replicas: Vec<u32>) {
+    fn start_read(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        origin: Origin,
+        key: String,
+        replicas: Vec<u32>,
+    ) {
         let token = self.token();
         for &r in replicas.iter().filter(|&&r| r != self.me()) {
             ctx.send(
@@ -811,7 +919,9 @@ impl Node {
                 },
             );
         }
-        let mine = replicas.contains(&self.me()).then(|| self.local_object(&key));
+        let mine = replicas
+            .contains(&self.me())
+            .then(|| self.local_object(&key));
         self.pending.insert(
             token,
             Pending::Read {
@@ -823,7 +933,10 @@ impl Node {
                 answered: false,
             },
         );
-        ctx.set_timer(self.settings.timing.request_timeout, Timer::Expire { token });
+        ctx.set_timer(
+            self.settings.timing.request_timeout,
+            Timer::Expire { token },
+        );
         if let Some(object) = mine {
             let me = self.me();
             self.read_reply(ctx, token, me, object);
@@ -881,13 +994,23 @@ impl Node {
             self.repair(ctx, &key, n, &all, Some(token));
         }
         if remote_repairs {
-            ctx.set_timer(self.settings.timing.repair_wait, Timer::RepairDone { token });
+            ctx.set_timer(
+                self.settings.timing.repair_wait,
+                Timer::RepairDone { token },
+            );
         } else {
             self.finish_read(ctx, token);
         }
     }
 
-    fn repair(&mut self, ctx: &mut Ctx<'_, Self>, key: &str, replica: u32, object: &Object, token: Option<u64>) {
+    fn repair(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        key: &str,
+        replica: u32,
+        object: &Object,
+        token: Option<u64>,
+    ) {
         if replica == self.me() {
             self.merge_in(ctx, key, object);
         } else {
@@ -930,7 +1053,11 @@ impl Node {
         let context = merged.context();
         let (origin, key) = (*origin, key.clone());
         ctx.observe(Observation::ReadSiblings { key, count });
-        self.answer(ctx, origin, Completion::Ok(Reply::Read { siblings, context }));
+        self.answer(
+            ctx,
+            origin,
+            Completion::Ok(Reply::Read { siblings, context }),
+        );
     }
 
     // ----- background work --------------------------------------------------------------
@@ -951,7 +1078,9 @@ impl Node {
             self.anti_entropy_round(ctx);
             self.gc_round(ctx, now_us);
         }
-        if self.snapshot_due && now_us.saturating_sub(self.last_change_us) >= timing.settle.as_micros() {
+        if self.snapshot_due
+            && now_us.saturating_sub(self.last_change_us) >= timing.settle.as_micros()
+        {
             self.snapshot_due = false;
             self.snapshot(ctx);
         }
@@ -1243,7 +1372,9 @@ impl Node {
                     .records
                     .get(&key)
                     .is_some_and(|r| r.object.digest() == digest);
-                let ok = holds || (!self.records.contains_key(&key) && self.collected.get(&key) == Some(&digest));
+                let ok = holds
+                    || (!self.records.contains_key(&key)
+                        && self.collected.get(&key) == Some(&digest));
                 ctx.send(from, Msg::GcReply { key, digest, ok });
             }
             Msg::GcReply { key, digest, ok } => {
@@ -1261,7 +1392,15 @@ impl Node {
         }
     }
 
-    fn take_hint(&mut self, ctx: &mut Ctx<'_, Self>, from: NodeId, key: String, object: Object, owner: u32, token: u64) {
+    fn take_hint(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        from: NodeId,
+        key: String,
+        object: Object,
+        owner: u32,
+        token: u64,
+    ) {
         let Some(dot) = self.fresh_dot(ctx) else {
             return;
         };
@@ -1336,7 +1475,9 @@ impl Process for Node {
             }
         }
         self.last_change_us = ctx.now().as_micros();
-        let jitter = ctx.rng().random_range(0..self.settings.timing.tick.as_micros().max(1));
+        let jitter = ctx
+            .rng()
+            .random_range(0..self.settings.timing.tick.as_micros().max(1));
         ctx.set_timer(SimDuration::from_micros(jitter), Timer::Tick);
     }
 
@@ -1367,9 +1508,17 @@ impl Process for Node {
                     answered: false,
                     merged: None,
                     ..
-                }) => self.answer(ctx, origin, Completion::Fail("read quorum not reached".into())),
+                }) => self.answer(
+                    ctx,
+                    origin,
+                    Completion::Fail("read quorum not reached".into()),
+                ),
                 Some(Pending::Forwarded { op }) => {
-                    self.answer(ctx, Origin::Client(op), Completion::Info("coordinator did not answer".into()));
+                    self.answer(
+                        ctx,
+                        Origin::Client(op),
+                        Completion::Info("coordinator did not answer".into()),
+                    );
                 }
                 _ => {}
             },

@@ -153,7 +153,8 @@ impl Store {
                 heads.insert(k.to_string(), decode(&key, &bytes)?);
             } else if let Some(rest) = name.strip_prefix("v/") {
                 let mut parts = rest.rsplitn(3, '/');
-                let (Some(counter), Some(node), Some(k)) = (parts.next(), parts.next(), parts.next())
+                let (Some(counter), Some(node), Some(k)) =
+                    (parts.next(), parts.next(), parts.next())
                 else {
                     return Err(bad(&key, "expected v/<key>/<node>/<counter>"));
                 };
@@ -189,9 +190,9 @@ impl Store {
         for (k, head) in heads {
             let mut siblings = Vec::with_capacity(head.dots.len());
             for dot in &head.dots {
-                let s = versions
-                    .remove(&(k.clone(), *dot))
-                    .ok_or_else(|| bad(format!("d/{k}").as_bytes(), "a version it lists is missing"))?;
+                let s = versions.remove(&(k.clone(), *dot)).ok_or_else(|| {
+                    bad(format!("d/{k}").as_bytes(), "a version it lists is missing")
+                })?;
                 siblings.push(s);
             }
             out.records.insert(
@@ -240,7 +241,12 @@ impl Store {
             let k = format!("d/{key}").into_bytes();
             match record {
                 Some(r) => {
-                    for s in r.object.siblings.iter().filter(|s| !old_dots.contains(&s.dot)) {
+                    for s in r
+                        .object
+                        .siblings
+                        .iter()
+                        .filter(|s| !old_dots.contains(&s.dot))
+                    {
                         batch.put(version_key(&s.dot), encode(s)?);
                     }
                     let head = RecordHead {

@@ -118,7 +118,11 @@ impl Object {
         let before = self.dots();
         let mut all: BTreeMap<Dot, Sibling> = BTreeMap::new();
         let local_dots: Vec<Dot> = self.dots();
-        for s in self.siblings.drain(..).chain(incoming.siblings.iter().cloned()) {
+        for s in self
+            .siblings
+            .drain(..)
+            .chain(incoming.siblings.iter().cloned())
+        {
             all.entry(s.dot).or_insert(s);
         }
         let candidates: Vec<Sibling> = all.into_values().collect();

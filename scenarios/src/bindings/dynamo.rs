@@ -133,7 +133,10 @@ fn settings(file: &str, text: &str) -> Result<DynamoSettings, ScenarioError> {
         Some(w) if w.get_ref().len() != nodes => {
             return Err(error(
                 Some(w.span()),
-                format!("weights lists {} nodes; expected one weight per node ({nodes})", w.get_ref().len()),
+                format!(
+                    "weights lists {} nodes; expected one weight per node ({nodes})",
+                    w.get_ref().len()
+                ),
             ));
         }
         Some(w) => w.get_ref().clone(),
@@ -141,7 +144,11 @@ fn settings(file: &str, text: &str) -> Result<DynamoSettings, ScenarioError> {
     };
     let membership = Membership { weights, vnodes };
     if let Err(e) = membership.ring() {
-        let at = raw.weights.as_ref().map(|w| w.span()).or(raw.vnodes.as_ref().map(|v| v.span()));
+        let at = raw
+            .weights
+            .as_ref()
+            .map(|w| w.span())
+            .or(raw.vnodes.as_ref().map(|v| v.span()));
         return Err(error(at, format!("[settings]: {e}")));
     }
     let mut timing = Timing::default();
@@ -174,7 +181,10 @@ fn settings(file: &str, text: &str) -> Result<DynamoSettings, ScenarioError> {
     let fraction = |v: &Option<Spanned<f64>>, name: &str, default: f64| match v {
         Some(p) if !(0.0..=1.0).contains(p.get_ref()) => Err(error(
             Some(p.span()),
-            format!("{name} {} is out of range; expected a probability from 0.0 to 1.0", p.get_ref()),
+            format!(
+                "{name} {} is out of range; expected a probability from 0.0 to 1.0",
+                p.get_ref()
+            ),
         )),
         Some(p) => Ok(*p.get_ref()),
         None => Ok(default),
@@ -183,11 +193,22 @@ fn settings(file: &str, text: &str) -> Result<DynamoSettings, ScenarioError> {
     let shape = WorkloadShape {
         register_keys: count(&raw.register_keys, "register_keys", defaults.register_keys)?,
         set_keys: count(&raw.set_keys, "set_keys", defaults.set_keys)?,
-        delete_fraction: fraction(&raw.delete_fraction, "delete_fraction", defaults.delete_fraction)?,
-        blind_fraction: fraction(&raw.blind_fraction, "blind_fraction", defaults.blind_fraction)?,
+        delete_fraction: fraction(
+            &raw.delete_fraction,
+            "delete_fraction",
+            defaults.delete_fraction,
+        )?,
+        blind_fraction: fraction(
+            &raw.blind_fraction,
+            "blind_fraction",
+            defaults.blind_fraction,
+        )?,
     };
     if shape.register_keys + shape.set_keys == 0 {
-        return Err(error(span, "[settings]: register_keys + set_keys must be at least 1".into()));
+        return Err(error(
+            span,
+            "[settings]: register_keys + set_keys must be at least 1".into(),
+        ));
     }
     Ok(DynamoSettings {
         quorum,
@@ -219,8 +240,14 @@ pub fn max_downtime(scenario: &Scenario) -> SimDuration {
     }
     for (i, f) in sim.schedule.iter().enumerate() {
         let (node, is_up): (NodeId, fn(&Fault, NodeId) -> bool) = match f.fault {
-            Fault::Crash { node } => (node, |g, n| matches!(g, Fault::Restart { node } if *node == n)),
-            Fault::Pause { node } => (node, |g, n| matches!(g, Fault::Resume { node } if *node == n)),
+            Fault::Crash { node } => (
+                node,
+                |g, n| matches!(g, Fault::Restart { node } if *node == n),
+            ),
+            Fault::Pause { node } => (
+                node,
+                |g, n| matches!(g, Fault::Resume { node } if *node == n),
+            ),
             _ => continue,
         };
         let back = sim.schedule[i + 1..]
@@ -263,8 +290,8 @@ fn measure(run: &RunOutput<Node>) -> Vec<Metric> {
     }
     let final_max = final_counts.values().copied().max().unwrap_or(0) as u64;
     let final_multi = final_counts.values().filter(|&&c| c > 1).count() as u64;
-    let converged = checker::last_change(run)
-        .map_or(0, |t| t.saturating_since(run.quiet_from).as_micros());
+    let converged =
+        checker::last_change(run).map_or(0, |t| t.saturating_since(run.quiet_from).as_micros());
     let metric = |name, value| Metric { name, value };
     vec![
         metric("read_siblings_0", read_siblings[0]),
@@ -350,7 +377,9 @@ mod tests {
     fn bad_settings_are_errors_with_a_location() {
         let e = parse("n = 3\nr = 1\nw = 1").unwrap_err();
         assert!(
-            e.starts_with("d.toml:") && e.contains("does not exceed n = 3") && e.contains("allow_weak_quorum"),
+            e.starts_with("d.toml:")
+                && e.contains("does not exceed n = 3")
+                && e.contains("allow_weak_quorum"),
             "{e}"
         );
         let e = parse("n = 6").unwrap_err();
@@ -358,13 +387,19 @@ mod tests {
         let e = parse("r = 4").unwrap_err();
         assert!(e.contains("r = 4 is out of range"), "{e}");
         let e = parse("weights = [1.0, 1.0]").unwrap_err();
-        assert!(e.starts_with("d.toml:6:11:") && e.contains("one weight per node"), "{e}");
+        assert!(
+            e.starts_with("d.toml:6:11:") && e.contains("one weight per node"),
+            "{e}"
+        );
         let e = parse("weights = [1.0, 1.0, 0.0, 1.0, 1.0]").unwrap_err();
         assert!(e.contains("positive weight"), "{e}");
         let e = parse("vnodes = 0").unwrap_err();
         assert!(e.contains("vnodes must be positive"), "{e}");
         let e = parse("hint_ttl = \"30s\"").unwrap_err();
-        assert!(e.contains("hint_ttl must be shorter than tombstone_grace"), "{e}");
+        assert!(
+            e.contains("hint_ttl must be shorter than tombstone_grace"),
+            "{e}"
+        );
         let e = parse("delete_fraction = 1.5").unwrap_err();
         assert!(e.contains("expected a probability"), "{e}");
         let e = parse("leader = 1").unwrap_err();

@@ -3,12 +3,12 @@
 
 pub mod broadcast;
 pub mod bully;
+pub mod dynamo;
 pub mod gossip;
 pub mod multi_leader;
 pub mod paxos;
 pub mod raft;
 pub mod two_pc;
-pub mod dynamo;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
