@@ -27,6 +27,9 @@ fn a_heavier_node_owns_more_of_the_ring() {
     );
 }
 
+/// A generated write: coordinator, counter, context entries.
+type WriteSpec = (u32, u64, Vec<(u32, u64)>);
+
 fn keys(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("key-{i}")).collect()
 }
@@ -85,7 +88,7 @@ proptest! {
     #[test]
     fn merge_is_a_join(a in proptest::collection::vec((0u32..3, 1u64..6, proptest::collection::vec((0u32..3, 0u64..6), 0..3)), 0..6),
                        b in proptest::collection::vec((0u32..3, 1u64..6, proptest::collection::vec((0u32..3, 0u64..6), 0..3)), 0..6)) {
-        let object = |v: &Vec<(u32, u64, Vec<(u32, u64)>)>| {
+        let object = |v: &Vec<WriteSpec>| {
             let mut o = Object::default();
             for (node, counter, ctx) in v {
                 let dot = Dot { node: *node, counter: *counter };

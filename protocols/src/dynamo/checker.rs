@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sim_core::{Checker, Completion, NodeId, RunOutput, SimTime, Violation};
 
 use super::version::Dot;
-use super::{Node, Observation, Op, Reply};
+use super::{Node, Observation, Op, Reply, VersionSummary};
 
 pub const CONVERGENCE: &str = "dynamo_convergence";
 pub const CAUSAL_SIBLINGS: &str = "dynamo_causal_siblings";
@@ -58,7 +58,7 @@ fn violation(
 
 /// A node's last snapshot: key → (range, versions); range → (replicas, root).
 pub type Snapshot<'a> = (
-    &'a BTreeMap<String, (u32, Vec<(Dot, String, bool)>)>,
+    &'a BTreeMap<String, (u32, Vec<VersionSummary>)>,
     &'a BTreeMap<u32, (Vec<u32>, u64)>,
 );
 

@@ -390,6 +390,9 @@ pub enum Timer {
     RepairDone { token: u64 },
 }
 
+/// A version as a snapshot reports it: its dot, its write's id, whether it is a tombstone.
+pub type VersionSummary = (Dot, String, bool);
+
 /// Observations for the checkers.
 #[derive(Debug, Clone, Serialize)]
 pub enum Observation {
@@ -435,7 +438,7 @@ pub enum Observation {
     /// Data unchanged for `settle`: every key this node replicates, and its ranges' roots.
     Snapshot {
         /// key → (range, versions as (dot, write id, is tombstone)).
-        keys: BTreeMap<String, (u32, Vec<(Dot, String, bool)>)>,
+        keys: BTreeMap<String, (u32, Vec<VersionSummary>)>,
         roots: BTreeMap<u32, (Vec<u32>, u64)>,
     },
 }
