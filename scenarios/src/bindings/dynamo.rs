@@ -267,12 +267,16 @@ pub fn max_downtime(scenario: &Scenario) -> SimDuration {
 fn measure(run: &RunOutput<Node>) -> Vec<Metric> {
     let mut read_siblings = [0u64; 4];
     let (mut stored, mut delivered, mut expired, mut collected) = (0u64, 0u64, 0u64, 0u64);
+    let mut holders = std::collections::BTreeSet::new();
     for o in &run.observations {
         match &o.obs {
             Observation::ReadSiblings { count, .. } => {
                 read_siblings[(*count as usize).min(3)] += 1;
             }
-            Observation::HintStored { .. } => stored += 1,
+            Observation::HintStored { .. } => {
+                stored += 1;
+                holders.insert(o.node);
+            }
             Observation::HintDelivered { .. } => delivered += 1,
             Observation::HintExpired { .. } => expired += 1,
             Observation::Collected { .. } => collected += 1,
@@ -301,6 +305,7 @@ fn measure(run: &RunOutput<Node>) -> Vec<Metric> {
         metric("final_siblings_max", final_max),
         metric("final_keys_with_siblings", final_multi),
         metric("hints_stored", stored),
+        metric("hint_holders", holders.len() as u64),
         metric("hints_delivered", delivered),
         metric("hints_expired", expired),
         metric("tombstones_collected", collected),
