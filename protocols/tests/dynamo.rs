@@ -27,9 +27,6 @@ fn a_heavier_node_owns_more_of_the_ring() {
     );
 }
 
-/// A generated write: coordinator, counter, context entries.
-type WriteSpec = (u32, u64, Vec<(u32, u64)>);
-
 fn keys(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("key-{i}")).collect()
 }
@@ -86,20 +83,29 @@ proptest! {
     }
 
     #[test]
-    fn merge_is_a_join(a in proptest::collection::vec((0u32..3, 1u64..6, proptest::collection::vec((0u32..3, 0u64..6), 0..3)), 0..6),
-                       b in proptest::collection::vec((0u32..3, 1u64..6, proptest::collection::vec((0u32..3, 0u64..6), 0..3)), 0..6)) {
-        let object = |v: &Vec<WriteSpec>| {
+    fn merge_is_a_join(
+        pool in proptest::collection::vec((0u32..3, 1u64..6, proptest::collection::vec((0u32..3, 0u64..6), 0..3)), 0..8),
+        pick_a in proptest::collection::vec(any::<bool>(), 8),
+        pick_b in proptest::collection::vec(any::<bool>(), 8),
+    ) {
+        // A dot names one write, with one context: the first spec of a dot wins.
+        let mut writes: Vec<Sibling> = Vec::new();
+        for (node, counter, ctx) in &pool {
+            let dot = Dot { node: *node, counter: *counter };
+            if writes.iter().any(|w| w.dot == dot) {
+                continue;
+            }
+            let context = Vv(ctx.iter().copied().filter(|(n, c)| Dot { node: *n, counter: *c } != dot).collect());
+            writes.push(Sibling { dot, context, id: format!("{dot}"), value: Some(vec![]), stamp_us: 0 });
+        }
+        let object = |pick: &[bool]| {
             let mut o = Object::default();
-            for (node, counter, ctx) in v {
-                let dot = Dot { node: *node, counter: *counter };
-                let context = Vv(ctx.iter().copied().filter(|(n, c)| Dot { node: *n, counter: *c } != dot).collect());
-                o.merge(&Object { siblings: vec![Sibling {
-                    dot, context, id: format!("{dot}"), value: Some(vec![]), stamp_us: 0,
-                }] }, MergeFlaws::default());
+            for (w, _) in writes.iter().zip(pick).filter(|(_, p)| **p) {
+                o.merge(&Object { siblings: vec![w.clone()] }, MergeFlaws::default());
             }
             o
         };
-        let (x, y) = (object(&a), object(&b));
+        let (x, y) = (object(&pick_a), object(&pick_b));
         let (mut xy, mut yx) = (x.clone(), y.clone());
         xy.merge(&y, MergeFlaws::default());
         yx.merge(&x, MergeFlaws::default());
