@@ -272,8 +272,7 @@ node = 0
 "#;
     let scenario = Scenario::parse("grace.toml", text, "grace").expect("valid");
     let e = scenarios::run(&scenario, RunOptions::seed(0))
-        .err()
-        .expect("a grace shorter than the downtime is refused")
+        .expect_err("a grace shorter than the downtime is refused")
         .to_string();
     assert!(
         e.contains("must exceed the scenario's longest node downtime"),
