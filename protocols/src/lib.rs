@@ -8,6 +8,7 @@
 pub mod broadcast;
 pub mod bully;
 pub mod common;
+pub mod dynamo;
 pub mod gossip;
 pub mod multi_leader;
 pub mod paxos;

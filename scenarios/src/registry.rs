@@ -32,6 +32,9 @@ pub enum WorkloadKind {
     /// No clients: the protocol makes its own load (the bully leader's writes to its
     /// fenced resource). A `[workload]` table is an error.
     None,
+    /// Versioned key-value operations: reads return siblings and a context, writes carry
+    /// the context of the client's last read (Dynamo), shaped by the protocol's `[settings]`.
+    Versioned,
 }
 
 /// Everything the registry knows about one protocol.
@@ -61,6 +64,7 @@ pub static PROTOCOLS: &[&ProtocolEntry] = &[
     &bindings::two_pc::ENTRY,
     &bindings::gossip::ENTRY,
     &bindings::multi_leader::ENTRY,
+    &bindings::dynamo::ENTRY,
 ];
 
 pub fn find(name: &str) -> Option<&'static ProtocolEntry> {

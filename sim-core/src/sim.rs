@@ -999,6 +999,9 @@ impl<P: Process> Simulation<P> {
         );
         let succeeded = matches!(completion, Completion::Ok(_));
         let request = operation.request.clone();
+        if let Some(workload) = self.workload.as_mut() {
+            workload.on_completion(client, &request, &completion);
+        }
         operation.completion = Some((now, completion));
         let max_retries = self.config.clients.as_ref().map_or(0, |c| c.max_retries);
         let state = &mut self.clients[client.0 as usize];

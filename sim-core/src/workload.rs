@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::ClientId;
-use crate::process::Process;
+use crate::process::{Completion, Process};
 use crate::rng::SimRng;
 use crate::time::SimDuration;
 
@@ -59,6 +59,17 @@ impl ClientConfig {
 pub trait Workload<P: Process> {
     /// The next request of `client`.
     fn next_request(&mut self, client: ClientId, rng: &mut SimRng) -> P::Op;
+
+    /// An operation of `client` completed (ok, fail or info). Workloads whose next
+    /// request depends on an earlier answer (a read's context carried by the next write)
+    /// learn it here; the default ignores it.
+    fn on_completion(
+        &mut self,
+        _client: ClientId,
+        _request: &P::Op,
+        _completion: &Completion<P::Reply>,
+    ) {
+    }
 }
 
 impl<P: Process, F: FnMut(ClientId, &mut SimRng) -> P::Op> Workload<P> for F {

@@ -413,3 +413,66 @@ fn multi_leader_star_replication_and_recovery_transcript() {
     assert!(text.contains("Snapshot"), "{text}");
     insta::assert_snapshot!(text);
 }
+
+/// Four Dynamo nodes (N = 3, R = W = 2), one client reading a register and writing it
+/// with the read's context; n3 crashes, so writes to its keys leave a hint on the
+/// fallback, which hands it off after the restart. Timers and deliveries are left out:
+/// sends, client steps and observations only.
+const DYNAMO_SMALL: &str = r#"
+protocol = "dynamo"
+nodes = 4
+duration = "900ms"
+quiet_period = "500ms"
+
+[settings]
+n = 3
+r = 2
+w = 2
+register_keys = 1
+set_keys = 0
+delete_fraction = 0.3
+blind_fraction = 0.0
+settle = "100ms"
+ae_interval = "200ms"
+
+[network]
+latency = { distribution = "uniform", min = "1ms", max = "3ms" }
+
+[workload]
+clients = 1
+think = { min = "20ms", max = "40ms" }
+timeout = "200ms"
+max_operations = 6
+
+[[schedule]]
+at = "60ms"
+fault = "crash"
+node = 3
+
+[[schedule]]
+at = "300ms"
+fault = "restart"
+node = 3
+"#;
+
+#[test]
+fn dynamo_context_write_and_hinted_handoff_transcript() {
+    let scenario =
+        Scenario::parse("dynamo-small.toml", DYNAMO_SMALL, "dynamo-small").expect("valid");
+    let filter = TraceFilter {
+        kinds: vec![
+            "crash".into(),
+            "restart".into(),
+            "invoke".into(),
+            "complete".into(),
+            "observe".into(),
+        ],
+        ..TraceFilter::default()
+    };
+    let text = transcript(&scenario, 3, &[], &filter).expect("runs");
+    assert!(text.contains("verdict: ok"), "{text}");
+    assert!(text.contains("Coordinated"), "{text}");
+    assert!(text.contains("HintStored"), "{text}");
+    assert!(text.contains("HintDelivered"), "{text}");
+    insta::assert_snapshot!(text);
+}

@@ -3,6 +3,7 @@
 
 pub mod broadcast;
 pub mod bully;
+pub mod dynamo;
 pub mod gossip;
 pub mod multi_leader;
 pub mod paxos;
