@@ -13,3 +13,4 @@ pub mod multi_leader;
 pub mod paxos;
 pub mod raft;
 pub mod two_pc;
+pub mod pbft;

@@ -61,6 +61,7 @@ pub static PROTOCOLS: &[&ProtocolEntry] = &[
     &bindings::two_pc::ENTRY,
     &bindings::gossip::ENTRY,
     &bindings::multi_leader::ENTRY,
+    &bindings::pbft::ENTRY,
 ];
 
 pub fn find(name: &str) -> Option<&'static ProtocolEntry> {

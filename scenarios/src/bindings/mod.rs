@@ -8,6 +8,7 @@ pub mod multi_leader;
 pub mod paxos;
 pub mod raft;
 pub mod two_pc;
+pub mod pbft;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
