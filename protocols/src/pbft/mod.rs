@@ -366,6 +366,8 @@ pub struct Node {
     /// `last_exec` at the previous tick, and ticks since progress.
     progress_mark: Seq,
     idle_ticks: u32,
+    /// The view whose view-change timer runs.
+    vc_timer_armed: Option<View>,
     /// The highest view it asked a NEW-VIEW for.
     asked_view: View,
     /// Byzantine replay buffer.
@@ -413,6 +415,7 @@ impl Node {
             pending: BTreeMap::new(),
             progress_mark: 0,
             idle_ticks: 0,
+            vc_timer_armed: None,
             asked_view: 0,
             replay: Vec::new(),
         }
@@ -1235,9 +1238,25 @@ impl Node {
         if self.behaviour() != Some(Behaviour::Silent) {
             ctx.broadcast(vc);
         }
-        let after = self.vc_timeout(view);
-        ctx.set_timer(after, Timer::ViewChange { view });
+        self.vc_timer_armed = None;
+        self.arm_vc_timer(ctx);
         self.try_new_view(ctx, view);
+    }
+
+    /// The view-change timer starts only once 2f+1 replicas sent VIEW-CHANGE for the
+    /// view (PBFT §4.5.2): a replica alone in a higher view waits there instead of
+    /// running ahead, and joins when the others move.
+    fn arm_vc_timer(&mut self, ctx: &mut Ctx<'_, Self>) {
+        let view = self.view;
+        if self.active || self.vc_timer_armed == Some(view) {
+            return;
+        }
+        let count = self.view_changes.get(&view).map_or(0, |m| m.len());
+        if count > 2 * self.f {
+            self.vc_timer_armed = Some(view);
+            let after = self.vc_timeout(view);
+            ctx.set_timer(after, Timer::ViewChange { view });
+        }
     }
 
     fn make_view_change(&self, view: View) -> Signed {
@@ -1376,6 +1395,7 @@ impl Node {
             return;
         }
         self.view_changes.entry(view).or_default().insert(from, msg);
+        self.arm_vc_timer(ctx);
         // f+1 replicas want a higher view: join the smallest of them.
         let mut senders: BTreeMap<u32, View> = BTreeMap::new();
         for (v, by) in self.view_changes.range(self.view + 1..) {
@@ -1670,10 +1690,12 @@ impl Node {
         }
         self.idle_ticks += 1;
         if !self.active {
-            // Retransmit the view change (and the NEW-VIEW attempt).
+            // Retransmit the view change; meanwhile catch up with commit certificates.
             if let Some(vc) = self.view_changes.get(&self.view).and_then(|m| m.get(&self.me)) {
                 ctx.broadcast(vc.clone());
             }
+            let from = self.last_exec + 1;
+            self.broadcast(ctx, Body::Fetch { from });
             return;
         }
         let stuck: Vec<Seq> = self
@@ -1683,6 +1705,7 @@ impl Node {
             .map(|(s, _)| *s)
             .collect();
         let behind = !stuck.is_empty()
+            || self.stable.seq > self.last_exec
             || self.log.range(self.last_exec + 1..).next().is_some()
             || self.checkpoints.keys().next_back().is_some_and(|s| *s > self.last_exec)
             || !self.waiting.is_empty();
@@ -1754,17 +1777,8 @@ impl Process for Node {
             Ok(s) => s,
             Err(e) => return self.fail_stop(ctx, "recover log", e),
         };
-        if sm.applied() < recovered.stable.seq {
-            return self.fail_stop(
-                ctx,
-                "recover",
-                format!(
-                    "the state machine is at {}, behind the stable checkpoint {}",
-                    sm.applied(),
-                    recovered.stable.seq
-                ),
-            );
-        }
+        // A state machine behind the stable checkpoint (this replica adopted a checkpoint
+        // it had not reached) catches up by state transfer.
         self.last_exec = sm.applied();
         self.progress_mark = self.last_exec;
         if sm.applied() == recovered.stable.seq && recovered.stable.seq > 0 {
@@ -1818,8 +1832,6 @@ impl Process for Node {
         ctx.set_timer(tick, Timer::Tick);
         if !self.active {
             let view = self.view;
-            let after = self.vc_timeout(view);
-            ctx.set_timer(after, Timer::ViewChange { view });
             let vc = self.make_view_change(view);
             self.view_changes.entry(view).or_default().insert(self.me, vc.clone());
             if self.behaviour() != Some(Behaviour::Silent) {
