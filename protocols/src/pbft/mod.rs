@@ -45,7 +45,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sim_core::linearizability::model::{KvOp, KvResult};
-use sim_core::{Ctx, NodeId, OpId, Process, SimDuration, TimerId};
+use sim_core::{Ctx, NodeId, OpId, Process, SimDuration, SimTime, TimerId};
 use storage::kv::EngineOpener;
 
 use self::store::{Stable, Store};
@@ -262,8 +262,6 @@ impl Bugs {
 pub enum Timer {
     /// Retransmission, progress check, state fetch.
     Tick,
-    /// A backup waited too long for requests to execute (unless superseded).
-    Request { generation: u64 },
     /// The view change to `view` did not complete in time.
     ViewChange { view: View },
     /// A client proxy's request got no result in time.
@@ -356,8 +354,8 @@ pub struct Node {
     waiting: BTreeMap<OpId, Value>,
     /// Results of requests this incarnation executed, to answer retransmissions.
     answered: BTreeMap<OpId, (u32, Outcome)>,
-    request_generation: u64,
-    request_timer_on: bool,
+    /// When a backup waiting for requests gives up on the primary (local time).
+    request_deadline: Option<SimTime>,
     view_changes: BTreeMap<View, BTreeMap<u32, Signed>>,
     /// The NEW-VIEW of the current view (sent or accepted).
     new_view: Option<Signed>,
@@ -366,6 +364,8 @@ pub struct Node {
     /// `last_exec` at the previous tick, and ticks since progress.
     progress_mark: Seq,
     idle_ticks: u32,
+    /// A stable checkpoint above `last_exec`, adopted if execution stalls.
+    pending_stable: Option<Stable>,
     /// The view whose view-change timer runs.
     vc_timer_armed: Option<View>,
     /// The highest view it asked a NEW-VIEW for.
@@ -408,14 +408,14 @@ impl Node {
             assigned: BTreeSet::new(),
             waiting: BTreeMap::new(),
             answered: BTreeMap::new(),
-            request_generation: 0,
-            request_timer_on: false,
+            request_deadline: None,
             view_changes: BTreeMap::new(),
             new_view: None,
             pending: BTreeMap::new(),
             progress_mark: 0,
             idle_ticks: 0,
             vc_timer_armed: None,
+            pending_stable: None,
             asked_view: 0,
             replay: Vec::new(),
         }
@@ -644,24 +644,17 @@ impl Node {
         self.check_prepared(ctx, seq);
     }
 
+    /// A backup waiting for requests runs a timer (a deadline checked every tick): if
+    /// nothing executes before it, it starts a view change.
     fn arm_request_timer(&mut self, ctx: &mut Ctx<'_, Self>) {
-        if self.request_timer_on || self.waiting.is_empty() || !self.active {
+        if self.request_deadline.is_some() || self.waiting.is_empty() || !self.active {
             return;
         }
-        self.request_timer_on = true;
-        self.request_generation += 1;
-        let after = self.config().request_timeout;
-        ctx.set_timer(
-            after,
-            Timer::Request {
-                generation: self.request_generation,
-            },
-        );
+        self.request_deadline = Some(ctx.now() + self.config().request_timeout);
     }
 
     fn restart_request_timer(&mut self, ctx: &mut Ctx<'_, Self>) {
-        self.request_timer_on = false;
-        self.request_generation += 1;
+        self.request_deadline = None;
         if !self.is_primary() {
             self.arm_request_timer(ctx);
         }
@@ -700,6 +693,9 @@ impl Node {
         }
         if let Value::Request { request, .. } = &value {
             self.waiting.entry(OpId(request.op)).or_insert(value.clone());
+            if self.behaviour() == Some(Behaviour::ForgeReplies) {
+                self.forge_reply(ctx, request);
+            }
         }
         self.log.entry(seq).or_default().pp = Some((view, d, value, msg));
         let me = self.me;
@@ -956,6 +952,13 @@ impl Node {
         }
         if progressed {
             self.restart_request_timer(ctx);
+            if let Some(p) = self.pending_stable.take() {
+                if p.seq <= self.last_exec {
+                    self.make_stable(ctx, p);
+                } else {
+                    self.pending_stable = Some(p);
+                }
+            }
         }
     }
 
@@ -1011,14 +1014,18 @@ impl Node {
         }) else {
             return;
         };
-        self.make_stable(
-            ctx,
-            Stable {
-                seq,
-                state,
-                proof: Proof(proof),
-            },
-        );
+        let stable = Stable {
+            seq,
+            state,
+            proof: Proof(proof),
+        };
+        if self.last_exec >= seq {
+            self.make_stable(ctx, stable);
+        } else if self.pending_stable.as_ref().is_none_or(|p| p.seq < seq) {
+            // Behind it: keep executing what is in the log; adopt it (and fall back on
+            // state transfer) only if execution stalls.
+            self.pending_stable = Some(stable);
+        }
     }
 
     /// Adopts a stable checkpoint (proven by 2f+1 matching checkpoint messages): syncs the
@@ -1197,6 +1204,13 @@ impl Node {
         }
         self.last_exec = seq;
         ctx.observe(Observation::StateInstalled { seq, state });
+        // Requests the state already executed wait no more.
+        for item in &snapshot.items {
+            if let crate::raft::state_machine::SnapshotItem::Session { op, .. } = item {
+                self.waiting.remove(op);
+                self.assigned.remove(op);
+            }
+        }
         self.own_checkpoints.insert(seq, (state, snapshot));
         if seq > self.stable.seq {
             self.make_stable(ctx, Stable { seq, state, proof });
@@ -1226,8 +1240,7 @@ impl Node {
         self.view = view;
         self.active = false;
         self.new_view = None;
-        self.request_timer_on = false;
-        self.request_generation += 1;
+        self.request_deadline = None;
         ctx.observe(Observation::ViewChangeStarted { view });
         let vc = self.make_view_change(view);
         self.view_changes
@@ -1630,7 +1643,7 @@ impl Node {
                 self.assign(ctx, value);
             }
         } else {
-            self.request_timer_on = false;
+            self.request_deadline = None;
             self.arm_request_timer(ctx);
         }
     }
@@ -1683,12 +1696,25 @@ impl Node {
                 ctx.broadcast(m.clone());
             }
         }
+        if self.active
+            && !self.waiting.is_empty()
+            && self.request_deadline.is_some_and(|d| ctx.now() >= d)
+        {
+            let next = self.view + 1;
+            return self.start_view_change(ctx, next);
+        }
         if self.last_exec != self.progress_mark {
             self.progress_mark = self.last_exec;
             self.idle_ticks = 0;
             return;
         }
         self.idle_ticks += 1;
+        if let Some(p) = self.pending_stable.take()
+            && p.seq > self.stable.seq
+        {
+            // Execution stalled below a stable checkpoint: adopt it, fetch the state.
+            self.make_stable(ctx, p);
+        }
         if !self.active {
             // Retransmit the view change; meanwhile catch up with commit certificates.
             if let Some(vc) = self.view_changes.get(&self.view).and_then(|m| m.get(&self.me)) {
@@ -1930,16 +1956,6 @@ impl Process for Node {
         }
         match timer {
             Timer::Tick => self.on_tick(ctx),
-            Timer::Request { generation } => {
-                if generation == self.request_generation
-                    && self.active
-                    && !self.waiting.is_empty()
-                    && self.behaviour() != Some(Behaviour::Silent)
-                {
-                    let next = self.view + 1;
-                    self.start_view_change(ctx, next);
-                }
-            }
             Timer::ViewChange { view } => {
                 if view == self.view && !self.active && self.behaviour() != Some(Behaviour::Silent) {
                     self.start_view_change(ctx, view + 1);
