@@ -67,7 +67,8 @@ pub enum Behaviour {
     /// Sends nothing as a replica.
     Silent,
     /// As primary, sends different pre-prepares for one sequence number to different
-    /// backups (and then the other one too).
+    /// backups (the request to all but one, a null request to that one), and the null
+    /// request's to every backup at its next tick.
     Equivocate,
     /// Every pre-prepare, prepare and commit it sends carries a wrong digest.
     WrongDigest,
@@ -305,8 +306,8 @@ struct Entry {
     pp: Option<(View, u64, Value, Signed)>,
     prepares: BTreeMap<(View, u64), BTreeMap<u32, Signed>>,
     commits: BTreeMap<(View, u64), BTreeMap<u32, Signed>>,
-    /// The view in which this replica became prepared (and sent COMMIT).
-    commit_sent: Option<View>,
+    /// The view and digest for which this replica became prepared (and sent COMMIT).
+    commit_sent: Option<(View, u64)>,
     /// The highest-view prepared certificate.
     cert: Option<PreparedCert>,
     /// Committed: the certificate (the value is in its pre-prepare).
@@ -370,7 +371,7 @@ pub struct Node {
     vc_timer_armed: Option<View>,
     /// The highest view it asked a NEW-VIEW for.
     asked_view: View,
-    /// Byzantine replay buffer.
+    /// Byzantine: messages to replay (an equivocating primary's second pre-prepares).
     replay: Vec<Signed>,
 }
 
@@ -611,24 +612,24 @@ impl Node {
         match self.behaviour() {
             Some(Behaviour::Silent) => {}
             Some(Behaviour::Equivocate) => {
-                let other = Value::Null;
-                let od = digest(&other);
-                let first = pp.clone();
-                let second = self.sign(Body::PrePrepare {
+                // The request to every backup but one, a null request to that one;
+                // at the next tick, the null request to every backup as well.
+                let other = self.sign(Body::PrePrepare {
                     view,
                     seq,
-                    digest: od,
-                    value: other,
+                    digest: digest(&Value::Null),
+                    value: Value::Null,
                 });
-                for to in ctx.peers().collect::<Vec<_>>() {
-                    let (a, b) = if to.0 % 2 == 1 {
-                        (first.clone(), second.clone())
+                let backups: Vec<NodeId> = ctx.peers().collect();
+                let victim = backups[(seq % backups.len() as u64) as usize];
+                for to in backups {
+                    if to == victim {
+                        ctx.send(to, other.clone());
                     } else {
-                        (second.clone(), first.clone())
-                    };
-                    ctx.send(to, a);
-                    ctx.send(to, b);
+                        ctx.send(to, pp.clone());
+                    }
                 }
+                self.replay.push(other);
             }
             Some(Behaviour::WrongDigest) => {
                 let bad = self.sign(Body::PrePrepare {
@@ -746,10 +747,10 @@ impl Node {
         let Some((v, d, _, pp)) = &entry.pp else {
             return;
         };
-        if *v != view || entry.commit_sent == Some(view) {
+        let d = *d;
+        if *v != view || entry.commit_sent == Some((view, d)) {
             return;
         }
-        let d = *d;
         let primary = self.primary(view);
         let prepares: Vec<Signed> = entry
             .prepares
@@ -782,7 +783,7 @@ impl Node {
         });
         let entry = self.log.entry(seq).or_default();
         entry.cert = Some(cert);
-        entry.commit_sent = Some(view);
+        entry.commit_sent = Some((view, d));
         entry
             .commits
             .entry((view, d))
@@ -824,13 +825,13 @@ impl Node {
         let Some(entry) = self.log.get(&seq) else {
             return;
         };
-        if entry.committed.is_some() || entry.commit_sent != Some(view) {
-            return;
-        }
         let Some((_, d, _, _)) = &entry.pp else {
             return;
         };
         let d = *d;
+        if entry.committed.is_some() || entry.commit_sent != Some((view, d)) {
+            return;
+        }
         let count = entry.commits.get(&(view, d)).map_or(0, |m| m.len());
         if count >= self.commit_quorum() {
             self.mark_committed(ctx, seq, view, d);
@@ -1691,10 +1692,18 @@ impl Node {
         if self.behaviour() == Some(Behaviour::Silent) {
             return;
         }
-        if self.behaviour() == Some(Behaviour::Replay) {
-            for m in self.replay.iter().take(8) {
-                ctx.broadcast(m.clone());
+        match self.behaviour() {
+            Some(Behaviour::Replay) => {
+                for m in self.replay.iter().take(8) {
+                    ctx.broadcast(m.clone());
+                }
             }
+            Some(Behaviour::Equivocate) => {
+                for m in std::mem::take(&mut self.replay) {
+                    ctx.broadcast(m);
+                }
+            }
+            _ => {}
         }
         if self.active
             && !self.waiting.is_empty()
