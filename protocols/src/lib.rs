@@ -11,6 +11,6 @@ pub mod common;
 pub mod gossip;
 pub mod multi_leader;
 pub mod paxos;
+pub mod pbft;
 pub mod raft;
 pub mod two_pc;
-pub mod pbft;

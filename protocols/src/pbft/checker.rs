@@ -31,7 +31,13 @@ pub struct InvariantChecker {
     pub byzantine: BTreeSet<NodeId>,
 }
 
-fn violation(kind: &str, property: &'static str, message: String, time: SimTime, nodes: Vec<NodeId>) -> Violation {
+fn violation(
+    kind: &str,
+    property: &'static str,
+    message: String,
+    time: SimTime,
+    nodes: Vec<NodeId>,
+) -> Violation {
     Violation {
         checker: NAME,
         kind: kind.to_string(),
@@ -148,7 +154,8 @@ impl Checker<Node> for InvariantChecker {
                         }
                     }
                 }
-                Observation::StateInstalled { seq, state } | Observation::CheckpointTaken { seq, state }
+                Observation::StateInstalled { seq, state }
+                | Observation::CheckpointTaken { seq, state }
                     if honest =>
                 {
                     if matches!(o.obs, Observation::StateInstalled { .. }) {

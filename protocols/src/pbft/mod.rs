@@ -50,8 +50,8 @@ use storage::kv::EngineOpener;
 
 use self::store::{Stable, Store};
 use self::wire::{
-    Body, CommitCert, Operation, Outcome, PreparedCert, Proof, Request, Seq, Signed, Value,
-    View, digest, secret, sign_request, state_digest, value_authentic,
+    Body, CommitCert, Operation, Outcome, PreparedCert, Proof, Request, Seq, Signed, Value, View,
+    digest, secret, sign_request, state_digest, value_authentic,
 };
 use crate::common::{BugFlag, BugFlagError, unknown};
 use crate::raft::state_machine::{Snapshot, StateMachine};
@@ -693,7 +693,9 @@ impl Node {
             return;
         }
         if let Value::Request { request, .. } = &value {
-            self.waiting.entry(OpId(request.op)).or_insert(value.clone());
+            self.waiting
+                .entry(OpId(request.op))
+                .or_insert(value.clone());
             if self.behaviour() == Some(Behaviour::ForgeReplies) {
                 self.forge_reply(ctx, request);
             }
@@ -876,10 +878,7 @@ impl Node {
             let Some(cert) = self.log.get(&seq).and_then(|e| e.committed.clone()) else {
                 break;
             };
-            let Body::PrePrepare {
-                view, value, ..
-            } = &cert.pre_prepare.body
-            else {
+            let Body::PrePrepare { view, value, .. } = &cert.pre_prepare.body else {
                 break;
             };
             let (view, value) = (*view, value.clone());
@@ -892,9 +891,7 @@ impl Node {
             }
             let (op, request) = match &value {
                 Value::Null => (None, None),
-                Value::Request { request, .. } => {
-                    (Some(OpId(request.op)), Some(request.clone()))
-                }
+                Value::Request { request, .. } => (Some(OpId(request.op)), Some(request.clone())),
             };
             let result = match &request {
                 None => durable.sm.apply_batch(seq, 0, &[]).map(|_| None),
@@ -1382,8 +1379,9 @@ impl Node {
             return false;
         }
         prepared.iter().all(|c| {
-            self.valid_prepared_cert(c)
-                .is_some_and(|(pv, seq, _)| pv < view && seq > *stable && seq <= stable + self.config().window)
+            self.valid_prepared_cert(c).is_some_and(|(pv, seq, _)| {
+                pv < view && seq > *stable && seq <= stable + self.config().window
+            })
         })
     }
 
@@ -1543,22 +1541,24 @@ impl Node {
         let (stable, values) = self.compute_reissue(&view_changes.0);
         let matches = valid_set
             && values.len() == pre_prepares.0.len()
-            && values.iter().zip(&pre_prepares.0).all(|((seq, value), pp)| {
-                pp.from == msg.from
-                    && pp.verify(self.key())
-                    && pp.body
-                        == Body::PrePrepare {
-                            view,
-                            seq: *seq,
-                            digest: digest(value),
-                            value: value.clone(),
-                        }
-            });
+            && values
+                .iter()
+                .zip(&pre_prepares.0)
+                .all(|((seq, value), pp)| {
+                    pp.from == msg.from
+                        && pp.verify(self.key())
+                        && pp.body
+                            == Body::PrePrepare {
+                                view,
+                                seq: *seq,
+                                digest: digest(value),
+                                value: value.clone(),
+                            }
+                });
         if !matches {
             ctx.observe(Observation::Rejected {
                 claimed: msg.from,
-                reason: "new view whose pre-prepares do not follow from its view-change set"
-                    .into(),
+                reason: "new view whose pre-prepares do not follow from its view-change set".into(),
             });
             if view >= self.view {
                 self.start_view_change(ctx, view + 1);
@@ -1596,7 +1596,10 @@ impl Node {
         let primary = self.is_primary();
         for pp in pre_prepares {
             let Body::PrePrepare {
-                seq, digest: d, value, ..
+                seq,
+                digest: d,
+                value,
+                ..
             } = pp.body.clone()
             else {
                 continue;
@@ -1726,7 +1729,11 @@ impl Node {
         }
         if !self.active {
             // Retransmit the view change; meanwhile catch up with commit certificates.
-            if let Some(vc) = self.view_changes.get(&self.view).and_then(|m| m.get(&self.me)) {
+            if let Some(vc) = self
+                .view_changes
+                .get(&self.view)
+                .and_then(|m| m.get(&self.me))
+            {
                 ctx.broadcast(vc.clone());
             }
             let from = self.last_exec + 1;
@@ -1742,7 +1749,11 @@ impl Node {
         let behind = !stuck.is_empty()
             || self.stable.seq > self.last_exec
             || self.log.range(self.last_exec + 1..).next().is_some()
-            || self.checkpoints.keys().next_back().is_some_and(|s| *s > self.last_exec)
+            || self
+                .checkpoints
+                .keys()
+                .next_back()
+                .is_some_and(|s| *s > self.last_exec)
             || !self.waiting.is_empty();
         if behind || self.idle_ticks.is_multiple_of(8) {
             let from = self.last_exec + 1;
@@ -1750,7 +1761,9 @@ impl Node {
         }
         // Resend own messages for what is not committed.
         for seq in stuck {
-            let Some(e) = self.log.get(&seq) else { continue };
+            let Some(e) = self.log.get(&seq) else {
+                continue;
+            };
             let Some((v, d, _, pp)) = &e.pp else { continue };
             if *v != self.view {
                 continue;
@@ -1803,8 +1816,7 @@ impl Process for Node {
         self.me = ctx.id().0;
         self.secret = secret(self.key(), self.me, false);
         let disk = ctx.disk();
-        let sm = match StateMachine::open(self.settings.engine.as_ref(), disk.clone(), STATE_DIR)
-        {
+        let sm = match StateMachine::open(self.settings.engine.as_ref(), disk.clone(), STATE_DIR) {
             Ok(sm) => sm,
             Err(e) => return self.fail_stop(ctx, "recover state machine", e),
         };
@@ -1868,7 +1880,10 @@ impl Process for Node {
         if !self.active {
             let view = self.view;
             let vc = self.make_view_change(view);
-            self.view_changes.entry(view).or_default().insert(self.me, vc.clone());
+            self.view_changes
+                .entry(view)
+                .or_default()
+                .insert(self.me, vc.clone());
             if self.behaviour() != Some(Behaviour::Silent) {
                 ctx.broadcast(vc);
             }
@@ -1966,7 +1981,8 @@ impl Process for Node {
         match timer {
             Timer::Tick => self.on_tick(ctx),
             Timer::ViewChange { view } => {
-                if view == self.view && !self.active && self.behaviour() != Some(Behaviour::Silent) {
+                if view == self.view && !self.active && self.behaviour() != Some(Behaviour::Silent)
+                {
                     self.start_view_change(ctx, view + 1);
                 }
             }

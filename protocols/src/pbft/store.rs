@@ -84,7 +84,11 @@ impl Store {
         }
     }
 
-    fn decode<T: for<'de> Deserialize<'de>>(&self, what: &str, bytes: &[u8]) -> Result<T, EngineError> {
+    fn decode<T: for<'de> Deserialize<'de>>(
+        &self,
+        what: &str,
+        bytes: &[u8],
+    ) -> Result<T, EngineError> {
         postcard::from_bytes(bytes).map_err(|e| self.corrupt(what, e))
     }
 
@@ -115,10 +119,12 @@ impl Store {
                     r.pre_prepares.insert(seq, self.decode("pre-prepare", &v)?);
                 }
                 b"pc/" => {
-                    r.prepared.insert(seq, self.decode("prepared certificate", &v)?);
+                    r.prepared
+                        .insert(seq, self.decode("prepared certificate", &v)?);
                 }
                 b"cm/" => {
-                    r.committed.insert(seq, self.decode("commit certificate", &v)?);
+                    r.committed
+                        .insert(seq, self.decode("commit certificate", &v)?);
                 }
                 _ => {}
             }

@@ -175,7 +175,9 @@ impl fmt::Debug for CommitCert {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
     /// Client proxy → replica.
-    Request { value: Value },
+    Request {
+        value: Value,
+    },
     PrePrepare {
         view: View,
         seq: Seq,
@@ -215,11 +217,17 @@ pub enum Body {
         pre_prepares: Proof,
     },
     /// A replica that makes no progress asks for what it misses from `from` on.
-    Fetch { from: Seq },
+    Fetch {
+        from: Seq,
+    },
     /// Ask the primary of `view` for its NEW-VIEW.
-    FetchNewView { view: View },
+    FetchNewView {
+        view: View,
+    },
     /// Commit certificates for sequence numbers the asker missed.
-    Certs { certs: Vec<CommitCert> },
+    Certs {
+        certs: Vec<CommitCert>,
+    },
     /// State transfer: the state at a stable checkpoint with its proof.
     State {
         seq: Seq,

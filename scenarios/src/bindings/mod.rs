@@ -6,9 +6,9 @@ pub mod bully;
 pub mod gossip;
 pub mod multi_leader;
 pub mod paxos;
+pub mod pbft;
 pub mod raft;
 pub mod two_pc;
-pub mod pbft;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use protocols::pbft::{self, BUG_FLAGS, Behaviour, Bugs, Config, Node, Observation, Settings, checker};
+use protocols::pbft::{
+    self, BUG_FLAGS, Behaviour, Bugs, Config, Node, Observation, Settings, checker,
+};
 use serde::Deserialize;
 use sim_core::kv_workload::KvWorkload;
 use sim_core::linearizability::{HistoryOp, LinearizabilityChecker};
@@ -95,14 +97,17 @@ fn settings(file: &str, text: &str) -> Result<Config, ScenarioError> {
                     format!("[settings] byzantine: expected a node id as the key, got `{node}`"),
                 )
             })?;
-            let b = behaviour.get_ref().parse::<Behaviour>().map_err(|message| {
-                ScenarioError::at(
-                    file,
-                    text,
-                    Some(behaviour.span()),
-                    format!("[settings] byzantine: {message}"),
-                )
-            })?;
+            let b = behaviour
+                .get_ref()
+                .parse::<Behaviour>()
+                .map_err(|message| {
+                    ScenarioError::at(
+                        file,
+                        text,
+                        Some(behaviour.span()),
+                        format!("[settings] byzantine: {message}"),
+                    )
+                })?;
             config.byzantine.insert(id, b);
         }
     }
