@@ -1908,10 +1908,8 @@ impl Process for Node {
         }
         match self.behaviour() {
             Some(Behaviour::Silent) => return,
-            Some(Behaviour::Replay) => {
-                if self.replay.len() < 64 && msg.from != self.me {
-                    self.replay.push(msg.clone());
-                }
+            Some(Behaviour::Replay) if self.replay.len() < 64 && msg.from != self.me => {
+                self.replay.push(msg.clone());
             }
             _ => {}
         }
