@@ -972,6 +972,10 @@ impl Node {
         };
         let state = state_digest(&snapshot);
         ctx.observe(Observation::CheckpointTaken { seq, state });
+        if seq == self.stable.seq && state == self.stable.state {
+            // It adopted this checkpoint before reaching it: now it can serve the state.
+            self.stable_snapshot = Some(snapshot.clone());
+        }
         self.own_checkpoints.insert(seq, (state, snapshot));
         let msg = self.sign(Body::Checkpoint { seq, state });
         self.checkpoints
@@ -1138,7 +1142,9 @@ impl Node {
             let Some((view, seq, value)) = self.valid_commit_cert(&cert) else {
                 continue;
             };
-            if seq <= self.last_exec || !self.in_window(seq) {
+            // Also below the stable checkpoint, if this replica adopted one it had not
+            // reached: executing is as good as a state transfer.
+            if seq <= self.last_exec || seq > self.high() {
                 continue;
             }
             if self.log.get(&seq).is_some_and(|e| e.committed.is_some()) {
