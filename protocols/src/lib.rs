@@ -12,5 +12,6 @@ pub mod dynamo;
 pub mod gossip;
 pub mod multi_leader;
 pub mod paxos;
+pub mod pbft;
 pub mod raft;
 pub mod two_pc;

@@ -65,6 +65,7 @@ pub static PROTOCOLS: &[&ProtocolEntry] = &[
     &bindings::gossip::ENTRY,
     &bindings::multi_leader::ENTRY,
     &bindings::dynamo::ENTRY,
+    &bindings::pbft::ENTRY,
 ];
 
 pub fn find(name: &str) -> Option<&'static ProtocolEntry> {

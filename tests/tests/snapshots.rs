@@ -476,3 +476,72 @@ fn dynamo_context_write_and_hinted_handoff_transcript() {
     assert!(text.contains("HintDelivered"), "{text}");
     insta::assert_snapshot!(text);
 }
+
+/// Four PBFT replicas, one client: requests go through pre-prepare, prepare and commit
+/// and are answered by f+1 matching replies; then the primary n0 crashes, the backups
+/// time out on a waiting request and change view with their prepared certificates, and
+/// n1's NEW-VIEW re-issues them. Prepares, commits, replies, checkpoints and fetches are
+/// left out (the observations say what each replica did).
+const PBFT_SMALL: &str = r#"
+protocol = "pbft"
+nodes = 4
+duration = "700ms"
+quiet_period = "0s"
+
+[settings]
+request_timeout = "100ms"
+view_change_timeout = "100ms"
+
+[network]
+latency = { distribution = "uniform", min = "1ms", max = "4ms" }
+
+[workload]
+clients = 1
+think = { min = "40ms", max = "60ms" }
+timeout = "400ms"
+keys = 2
+
+[storage]
+engines = ["lsm", "bitcask", "btree"]
+
+[[schedule]]
+at = "300ms"
+fault = "crash"
+node = 0
+"#;
+
+#[test]
+fn pbft_normal_case_then_primary_crash_and_view_change_transcript() {
+    let scenario = Scenario::parse("pbft-small.toml", PBFT_SMALL, "pbft-small").expect("valid");
+    let filter = TraceFilter {
+        kinds: vec![
+            "start".into(),
+            "send".into(),
+            "crash".into(),
+            "observe".into(),
+            "invoke".into(),
+            "complete".into(),
+        ],
+        ..TraceFilter::default()
+    };
+    let text = transcript(&scenario, 2, &[], &filter).expect("runs");
+    let text: String = text
+        .lines()
+        .filter(|l| {
+            ![
+                " Prepare {",
+                " Commit {",
+                " Reply {",
+                " Fetch {",
+                " Checkpoint {",
+                "CommitSent",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(text.contains("verdict: ok"), "{text}");
+    assert!(text.contains("observe NewViewEntered { view: 1"), "{text}");
+    insta::assert_snapshot!(text);
+}
