@@ -138,7 +138,6 @@ fn every_bug_flag_is_found_by_a_canonical_scenario() {
 const ENGINE_FLAGS_NOT_YET_FOUND_BY_A_PROTOCOL: &[&str] = &[
     "wal.apply_uncommitted_batch",
     "wal.crc_excludes_header",
-    "wal.truncate_at_corruption",
     "lsm.tombstone_dropped_early",
     "bitcask.in_band_tombstone",
     "btree.crc_excludes_page_number",
