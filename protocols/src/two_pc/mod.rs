@@ -230,6 +230,10 @@ pub enum Learned {
     Query,
     /// On its own, after a timeout (only with `two_pc.heuristic_abort_after_yes`).
     Heuristic,
+    /// Announced again at a restart, from the shard's last-settled record: a crash inside
+    /// the settle can make it durable after the process died, unannounced. (It may also
+    /// repeat a `Decided` this node already reported, with the same outcome and writes.)
+    Recovered,
 }
 
 /// A participant's vote, as observed (the reason of a NO is in the message).
@@ -531,6 +535,11 @@ pub struct Node {
     /// Transactions this incarnation heard ABORT for before it voted (volatile: a late
     /// EXECUTE must not take their locks again).
     finished: BTreeSet<TxnId>,
+    /// Transactions this incarnation reported voting YES for. A PREPARED record recovered
+    /// from disk may never have been voted on: a crash inside `force_prepared` can keep
+    /// the unsynced record while the process died before its vote. The first YES this
+    /// incarnation sends from such a record is reported as the vote it is.
+    voted_yes: BTreeSet<TxnId>,
 }
 
 impl fmt::Debug for Node {
@@ -565,6 +574,7 @@ impl Node {
             asked: BTreeSet::new(),
             read_only: BTreeSet::new(),
             finished: BTreeSet::new(),
+            voted_yes: BTreeSet::new(),
         }
     }
 
@@ -587,6 +597,7 @@ impl Node {
         self.epoch = store.next_epoch()?;
         let decisions = store.decisions()?;
         let prepared = store.prepared()?;
+        let last_settled = store.last_settled()?;
         self.store = Some(store);
         let mut decided_ids = Vec::new();
         for (txn, writers) in decisions {
@@ -619,6 +630,18 @@ impl Node {
             decisions: decided_ids.clone(),
             in_doubt: in_doubt.clone(),
         });
+        if let Some(last) = last_settled
+            && !self.prepared.contains_key(&last.txn)
+        {
+            // The settle is durable (the same batch deleted the PREPARED record), but a
+            // crash inside it may have killed the process before it said so.
+            ctx.observe(Observation::Decided {
+                txn: last.txn,
+                commit: last.commit,
+                writes: last.writes,
+                learned: Learned::Recovered,
+            });
+        }
         for txn in in_doubt {
             let accounts = self.prepared[&txn]
                 .writes
@@ -1071,6 +1094,7 @@ impl Node {
                     epoch,
                 },
             );
+            self.voted_yes.insert(txn);
             ctx.observe(Observation::Voted {
                 txn,
                 vote: VoteKind::Yes,
@@ -1091,6 +1115,13 @@ impl Node {
         }
         if let Some(p) = self.prepared.get(&txn) {
             let epoch = p.epoch;
+            if self.voted_yes.insert(txn) {
+                // Recovered from disk: this may be the first YES ever sent for it.
+                ctx.observe(Observation::Voted {
+                    txn,
+                    vote: VoteKind::Yes,
+                });
+            }
             ctx.send(
                 from,
                 Msg::Vote {
@@ -1136,7 +1167,7 @@ impl Node {
         let Some(p) = self.prepared.remove(&txn) else {
             return;
         };
-        if let Err(e) = self.store().settle(txn, commit, &p.writes) {
+        if let Err(e) = self.store().settle(txn, commit, &p.writes, true) {
             return self.stop(ctx, "settling a transaction", e);
         }
         ctx.observe(Observation::Decided {
@@ -1157,7 +1188,7 @@ impl Node {
         if let Some(a) = self.active.remove(&txn) {
             ctx.cancel_timer(a.timer);
         }
-        if let Err(e) = self.store().settle(txn, false, &[]) {
+        if let Err(e) = self.store().settle(txn, false, &[], false) {
             return self.stop(ctx, "recording an abort", e);
         }
         ctx.observe(Observation::LocalAbort {

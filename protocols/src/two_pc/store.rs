@@ -22,6 +22,10 @@
 //!   batch that applies or discards the prepared writes, or as a tombstone when it aborts
 //!   a transaction it never voted for (so a late PREPARE is refused).
 //! - `a/<account>` — an account's balance and version (16 bytes LE).
+//! - `l/last` — the last prepared transaction this shard settled (id, outcome, writes),
+//!   written in the settling batch itself. A crash point inside the settle can leave the
+//!   batch durable while the process died before announcing it (the sync failed, the
+//!   `Decided` observation never happened); a restart announces it again from here.
 
 use serde::{Deserialize, Serialize};
 use storage::kv::{EngineError, EngineOpener, KvEngine, WriteBatch};
@@ -30,6 +34,15 @@ use storage::vfs::VfsHandle;
 use super::{Account, Balance, TxnId, Write};
 
 const EPOCH_KEY: &[u8] = b"c/epoch";
+const LAST_SETTLED_KEY: &[u8] = b"l/last";
+
+/// The last prepared transaction a shard settled, kept in the settling batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SettledRecord {
+    pub txn: TxnId,
+    pub commit: bool,
+    pub writes: Vec<Write>,
+}
 
 /// A participant's PREPARED record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,15 +213,38 @@ impl Store {
         }
     }
 
+    /// The last prepared transaction this shard settled, if any.
+    pub(crate) fn last_settled(&self) -> Result<Option<SettledRecord>, EngineError> {
+        match self.engine.get(LAST_SETTLED_KEY)? {
+            None => Ok(None),
+            Some(bytes) => postcard::from_bytes(&bytes)
+                .map(Some)
+                .map_err(|e| self.corrupt(format!("bad last-settled record: {e}"))),
+        }
+    }
+
     /// Settles `txn` at a participant in one synced batch: on commit its writes are
-    /// applied; the PREPARED record (if any) goes; the outcome is recorded.
+    /// applied; the PREPARED record (if any) goes; the outcome is recorded. `prepared`:
+    /// the transaction was prepared here, and the batch also records it as the last one
+    /// settled (see `l/last`).
     pub(crate) fn settle(
         &mut self,
         txn: TxnId,
         commit: bool,
         writes: &[Write],
+        prepared: bool,
     ) -> Result<(), EngineError> {
         let mut batch = WriteBatch::new();
+        if prepared {
+            let record = SettledRecord {
+                txn,
+                commit,
+                writes: if commit { writes.to_vec() } else { Vec::new() },
+            };
+            let bytes =
+                postcard::to_stdvec(&record).map_err(|e| EngineError::Other(e.to_string()))?;
+            batch.put(LAST_SETTLED_KEY.to_vec(), bytes);
+        }
         if commit {
             for w in writes {
                 let mut value = w.balance.to_le_bytes().to_vec();
