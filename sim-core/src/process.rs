@@ -218,3 +218,96 @@ impl<'a, P: Process> Ctx<'a, P> {
         self.emit(Effect::Observe { obs });
     }
 }
+
+/// Embedding one process inside another.
+///
+/// A protocol may be built from components that are themselves processes: a storage
+/// protocol that runs a gossip membership layer, or a Byzantine node that runs two
+/// copies of one replica behind a single identity. The outer process hands a handler
+/// call to the inner one through [`Ctx::nested`], which gives the inner process a
+/// context on the same node (same id, clock, random stream, timer-id counter, disk and
+/// armed crash point), and gets back the effects the inner handler described. The outer
+/// process translates each with [`Effect::lift`] (wrapping messages and timers in its own
+/// types) and emits it with [`Ctx::forward`]. Timer ids come from the node's one
+/// counter, so a lifted timer keeps its id and the outer process can hand the inner one
+/// the very id it set.
+impl<'a, P: Process> Ctx<'a, P> {
+    /// Runs `run` against an inner process's context on this node and returns its result
+    /// with the effects it described, in order. Nothing is emitted for the outer process
+    /// until the caller forwards the (lifted) effects.
+    pub fn nested<Q: Process, R>(
+        &mut self,
+        run: impl FnOnce(&mut Ctx<'_, Q>) -> R,
+    ) -> (R, Vec<Effect<Q>>) {
+        let mut effects: Vec<Effect<Q>> = Vec::new();
+        let result = {
+            let mut inner = Ctx::<Q> {
+                node: self.node,
+                node_count: self.node_count,
+                incarnation: self.incarnation,
+                local_now: self.local_now,
+                rng: &mut *self.rng,
+                effects: &mut effects,
+                next_timer_id: &mut *self.next_timer_id,
+                disk: self.disk,
+                crash_point: self.crash_point,
+            };
+            run(&mut inner)
+        };
+        (result, effects)
+    }
+
+    /// Emits an effect translated from a nested process (see [`Ctx::nested`]). Like every
+    /// effect, it is dropped if the node already died at an armed crash point.
+    pub fn forward(&mut self, effect: Effect<P>) {
+        self.emit(effect);
+    }
+}
+
+/// How an inner process's effect types map onto the outer process's (see [`Effect::lift`]).
+pub struct Lift<'f, Q: Process, P: Process> {
+    /// Wraps an inner message.
+    pub msg: &'f dyn Fn(Q::Msg) -> P::Msg,
+    /// Wraps an inner timer payload.
+    pub timer: &'f dyn Fn(Q::Timer) -> P::Timer,
+    /// Maps an inner observation, or drops it (`None`).
+    pub obs: &'f dyn Fn(Q::Obs) -> Option<P::Obs>,
+    /// Maps an inner client reply, or drops it (`None`): an embedded component usually
+    /// serves no clients of its own.
+    pub reply: &'f dyn Fn(Q::Reply) -> Option<P::Reply>,
+}
+
+impl<Q: Process> Effect<Q> {
+    /// Translates an inner process's effect into the outer process's types; `None` when
+    /// the mapping drops it (an observation or reply the outer process does not carry).
+    /// Timer ids and destinations are kept.
+    pub fn lift<P: Process>(self, lift: &Lift<'_, Q, P>) -> Option<Effect<P>> {
+        Some(match self {
+            Effect::Send { to, msg } => Effect::Send {
+                to,
+                msg: (lift.msg)(msg),
+            },
+            Effect::SetTimer {
+                id,
+                after_local,
+                timer,
+            } => Effect::SetTimer {
+                id,
+                after_local,
+                timer: (lift.timer)(timer),
+            },
+            Effect::CancelTimer { id } => Effect::CancelTimer { id },
+            Effect::Reply { op, completion } => Effect::Reply {
+                op,
+                completion: match completion {
+                    Completion::Ok(r) => Completion::Ok((lift.reply)(r)?),
+                    Completion::Fail(e) => Completion::Fail(e),
+                    Completion::Info(e) => Completion::Info(e),
+                },
+            },
+            Effect::Observe { obs } => Effect::Observe {
+                obs: (lift.obs)(obs)?,
+            },
+        })
+    }
+}

@@ -520,3 +520,139 @@ fn a_failed_request_is_retried_on_other_nodes_as_new_operations() {
         i += attempts;
     }
 }
+
+/// An outer process that runs a [`Probe`] inside itself through [`Ctx::nested`]: the
+/// probe's messages travel wrapped in the outer type, its timers fire with the ids it set,
+/// and its observations reach the trace mapped.
+mod nested {
+    use super::*;
+    use sim_core::process::{Effect, Lift};
+
+    #[derive(Debug, Clone, Serialize)]
+    enum OuterMsg {
+        Inner(u64),
+    }
+
+    #[derive(Debug, Clone, Serialize)]
+    enum OuterTimer {
+        Inner(u32),
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+    enum OuterObs {
+        Inner(Obs),
+        /// The outer process saw a timer of the inner one fire, with the id the inner
+        /// process got back from `set_timer`.
+        TimerIdKept(bool),
+    }
+
+    struct Outer {
+        probe: Probe,
+        inner_timer_ids: Vec<TimerId>,
+    }
+
+    impl Outer {
+        fn forward(ctx: &mut Ctx<'_, Self>, effects: Vec<Effect<Probe>>) {
+            let lift = Lift::<Probe, Outer> {
+                msg: &OuterMsg::Inner,
+                timer: &OuterTimer::Inner,
+                obs: &|o| Some(OuterObs::Inner(o)),
+                reply: &Some,
+            };
+            for effect in effects {
+                if let Some(e) = effect.lift(&lift) {
+                    ctx.forward(e);
+                }
+            }
+        }
+    }
+
+    impl Process for Outer {
+        type Msg = OuterMsg;
+        type Timer = OuterTimer;
+        type Op = u64;
+        type Reply = u64;
+        type Obs = OuterObs;
+
+        fn on_start(&mut self, ctx: &mut Ctx<'_, Self>) {
+            let probe = &mut self.probe;
+            let ((), effects) = ctx.nested(|inner| probe.on_start(inner));
+            self.inner_timer_ids = effects
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::SetTimer { id, .. } => Some(*id),
+                    _ => None,
+                })
+                .collect();
+            Self::forward(ctx, effects);
+        }
+        fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, from: NodeId, msg: OuterMsg) {
+            let OuterMsg::Inner(n) = msg;
+            let probe = &mut self.probe;
+            let ((), effects) = ctx.nested(|inner| probe.on_message(inner, from, n));
+            Self::forward(ctx, effects);
+        }
+        fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, id: TimerId, timer: OuterTimer) {
+            ctx.observe(OuterObs::TimerIdKept(self.inner_timer_ids.contains(&id)));
+            let OuterTimer::Inner(label) = timer;
+            let probe = &mut self.probe;
+            let ((), effects) = ctx.nested(|inner| probe.on_timer(inner, id, label));
+            Self::forward(ctx, effects);
+        }
+        fn on_client(&mut self, ctx: &mut Ctx<'_, Self>, op: OpId, value: u64) {
+            let probe = &mut self.probe;
+            let ((), effects) = ctx.nested(|inner| probe.on_client(inner, op, value));
+            Self::forward(ctx, effects);
+        }
+    }
+
+    #[test]
+    fn a_nested_process_sends_sets_timers_and_observes_through_the_outer_one() {
+        let script = Script {
+            timers: vec![
+                (7, SimDuration::from_millis(30)),
+                (8, SimDuration::from_millis(40)),
+            ],
+            cancel: vec![8],
+            send_at_start: vec![11, 12],
+            reply_to_even: false,
+        };
+        let out = Simulation::new(
+            config(2),
+            move |_| Outer {
+                probe: Probe {
+                    script: script.clone(),
+                },
+                inner_timer_ids: Vec::new(),
+            },
+            None,
+            TraceOptions::default(),
+        )
+        .expect("valid config")
+        .run();
+        let obs: Vec<(NodeId, OuterObs)> = out
+            .observations
+            .iter()
+            .map(|o| (o.node, o.obs.clone()))
+            .collect();
+        // The inner messages arrived at node 1, unwrapped by the outer process.
+        for n in [11, 12] {
+            assert!(obs.contains(&(NodeId(1), OuterObs::Inner(Obs::Got { from: NodeId(0), n }))));
+        }
+        // Timer 7 fired on both nodes with the id the inner process was given; the
+        // cancelled timer 8 never fired.
+        for node in [NodeId(0), NodeId(1)] {
+            let fired: Vec<u32> = obs
+                .iter()
+                .filter(|(n, _)| *n == node)
+                .filter_map(|(_, o)| match o {
+                    OuterObs::Inner(Obs::Fired { label, .. }) => Some(*label),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(fired, vec![7], "node {node:?}");
+            assert!(obs.contains(&(node, OuterObs::TimerIdKept(true))));
+            assert!(!obs.contains(&(node, OuterObs::TimerIdKept(false))));
+        }
+    }
+}
