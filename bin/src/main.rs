@@ -51,6 +51,9 @@ enum Command {
     },
     /// Sweep a range of seeds in parallel and report every failure.
     Explore(commands::explore::Args),
+    /// Combine the results of the shards of one sweep (`explore --shard K/N --out F`)
+    /// into the result of the whole sweep.
+    Merge(commands::merge::Args),
     /// Re-run one seed, show the events leading to the violation, and explain it.
     Replay(commands::replay::Args),
     /// Shrink a failing seed to a smaller scenario that fails the same way.
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
             print_trace,
         } => commands::run::run(&file, seed, bugs, trace, print_trace),
         Command::Explore(args) => commands::explore::explore(args),
+        Command::Merge(args) => commands::merge::merge(args),
         Command::Replay(args) => commands::replay::replay(args),
         Command::Shrink(args) => commands::shrink::shrink(args),
         Command::Viz(args) => commands::viz::viz(args),

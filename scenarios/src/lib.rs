@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod bindings;
+pub mod coverage;
 pub mod duration;
 pub mod engines;
 pub mod error;

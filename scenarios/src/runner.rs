@@ -94,6 +94,9 @@ pub struct RunReport {
     /// What the protocol measured (empty for protocols that measure nothing).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<Metric>,
+    /// How often each coverage point was reached (faults injected, rare paths marked);
+    /// points never reached are absent.
+    pub coverage: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl RunReport {
@@ -179,6 +182,7 @@ pub(crate) fn run_protocol_measured<P: Process>(
         trace_lines: output.trace_lines,
         hit_event_limit: output.hit_event_limit,
         trace_error: output.trace_error,
+        coverage: output.coverage,
     })
 }
 

@@ -38,6 +38,8 @@ pub struct Scenario {
     pub checkers: Vec<String>,
     /// Bug flags switched on by the file itself.
     pub bugs: Vec<String>,
+    /// Coverage points a sweep must reach (`expect_reached`; see `docs/coverage.md`).
+    pub expect_reached: Vec<String>,
     /// The storage engine of each node (empty for protocols that keep no key-value data).
     pub engines: Vec<&'static str>,
     /// For key-value protocols: the number of keys and the operation mix.
@@ -215,6 +217,18 @@ impl Builder<'_> {
             }
         }
 
+        let mut expect_reached = Vec::new();
+        if let Some(list) = &raw.expect_reached {
+            for name in list.get_ref() {
+                if let Err(message) = crate::coverage::check_point(protocol, name.get_ref()) {
+                    return self.error(name.span(), message);
+                }
+                if !expect_reached.contains(name.get_ref()) {
+                    expect_reached.push(name.get_ref().clone());
+                }
+            }
+        }
+
         // Protocol settings: a second, typed pass over the same text, so that errors
         // point into the `[settings]` table.
         (protocol.check_settings)(self.file, self.text)?;
@@ -229,6 +243,7 @@ impl Builder<'_> {
             sim,
             checkers,
             bugs,
+            expect_reached,
             engines,
             kv_workload,
             engine_tuning,

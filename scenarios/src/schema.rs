@@ -65,6 +65,9 @@ pub struct ScenarioFile {
     pub quiet_period: Option<Spanned<Duration>>,
     pub checkers: Option<Spanned<Vec<Spanned<String>>>>,
     pub bugs: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Coverage points (faults and rare paths) a sweep must reach; `explore` fails with
+    /// the kind `coverage` otherwise.
+    pub expect_reached: Option<Spanned<Vec<Spanned<String>>>>,
     /// Protocol settings; checked against the protocol's own schema in a second pass.
     pub settings: Option<toml::Table>,
     pub network: Option<NetworkFile>,

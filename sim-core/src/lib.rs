@@ -13,6 +13,7 @@
 
 pub mod checker;
 pub mod clock;
+pub mod coverage;
 pub mod crash_consistency;
 pub mod disk;
 pub mod fault;

@@ -217,6 +217,17 @@ impl<'a, P: Process> Ctx<'a, P> {
     pub fn observe(&mut self, obs: P::Obs) {
         self.emit(Effect::Observe { obs });
     }
+
+    /// Marks a rare path as reached (a sometimes-assertion): counted in the run's
+    /// coverage, never in the trace, so marks change no trace hash. `name` is
+    /// `<protocol>.<path>` and must be declared in the protocol's coverage points.
+    /// A process that already died at an armed crash point reaches nothing.
+    pub fn sometimes(&mut self, name: &'static str) {
+        if self.crash_point.is_some_and(|d| d.crash_point_reached()) {
+            return;
+        }
+        crate::coverage::hit(name);
+    }
 }
 
 /// Embedding one process inside another.

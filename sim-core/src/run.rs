@@ -77,6 +77,9 @@ pub struct RunOutput<P: Process> {
     pub hit_event_limit: bool,
     /// Set if writing the JSON Lines trace failed.
     pub trace_error: Option<String>,
+    /// How often each coverage point was reached: the faults injected and the rare paths
+    /// marked by the protocol and the engines (see [`crate::coverage`]).
+    pub coverage: BTreeMap<&'static str, u64>,
 }
 
 impl<P: Process> RunOutput<P> {

@@ -15,7 +15,7 @@ use storage::vfs::VfsHandle;
 
 use crate::checker::Violation;
 use crate::clock::{MAX_DRIFT_PPM, NodeClock};
-use crate::disk::{DiskConfig, SimDisk};
+use crate::disk::{DiskConfig, DiskEvent, SimDisk};
 use crate::fault::{
     Fault, FaultKind, MAX_CRASH_POINT_MUTATIONS, NemesisConfig, ScheduledFault, pick_partition,
 };
@@ -327,6 +327,7 @@ impl<P: Process> Simulation<P> {
 
     /// Boots every node and schedules the faults, the nemesis and the clients.
     pub fn boot(&mut self) {
+        crate::coverage::begin_run();
         for i in 0..self.nodes.len() {
             self.start_node(NodeId(i as u32));
         }
@@ -486,6 +487,7 @@ impl<P: Process> Simulation<P> {
         }
         self.effects = effects;
         if died {
+            crate::coverage::hit("fault.crash_point_reached");
             self.crash_node(node);
         }
     }
@@ -493,6 +495,22 @@ impl<P: Process> Simulation<P> {
     fn drain_disk_events(&mut self, node: NodeId) {
         let events = self.nodes[node.index()].disk.take_events();
         for event in &events {
+            match event {
+                DiskEvent::CrashFile {
+                    sectors_torn,
+                    sectors_lost,
+                    ..
+                } => {
+                    if *sectors_torn > 0 {
+                        crate::coverage::hit("disk.sectors_torn");
+                    }
+                    if *sectors_lost > 0 {
+                        crate::coverage::hit("disk.sectors_lost");
+                    }
+                }
+                DiskEvent::CrashDirOpLost { .. } => crate::coverage::hit("disk.crash_dir_op_lost"),
+                _ => {}
+            }
             *self
                 .stats
                 .disk_events
@@ -661,6 +679,7 @@ impl<P: Process> Simulation<P> {
                 if up {
                     slot.disk.arm_crash_point(*after_mutations);
                     slot.crash_armed = true;
+                    crate::coverage::hit("fault.crash_inside_operation");
                 }
                 up
             }
@@ -1029,6 +1048,7 @@ impl<P: Process> Simulation<P> {
             .iter()
             .filter(|o| o.completion.is_none())
             .count() as u64;
+        let coverage = crate::coverage::end_run(&self.stats);
         RunOutput {
             seed: self.config.seed,
             trace_hash: self.trace.hash(),
@@ -1044,6 +1064,7 @@ impl<P: Process> Simulation<P> {
             trace_lines: self.trace.take_lines(),
             hit_event_limit,
             trace_error,
+            coverage,
         }
     }
 }

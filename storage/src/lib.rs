@@ -9,6 +9,7 @@ pub mod bitcask;
 pub mod btree;
 pub mod bugs;
 mod codec;
+pub mod coverage;
 pub mod kv;
 pub mod lsm;
 pub mod vfs;

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use scenarios::explore::{ExploreOptions, SeedOutcome, SeedRange, Shard};
+use scenarios::explore::{ExploreOptions, SeedOutcome, SeedRange, Shard, SweepReport};
 use scenarios::regressions::{self, Regression};
 use sim_core::trace::format_hash;
 
@@ -38,6 +38,10 @@ pub struct Args {
     /// Do not append failing seeds to the scenario's regression file.
     #[arg(long)]
     no_record: bool,
+    /// Also write the JSON result (as `--json` prints it) to this file: one shard's
+    /// result for `faultline merge`.
+    #[arg(long, value_name = "RESULT.json")]
+    out: Option<PathBuf>,
 }
 
 pub fn explore(args: Args) -> anyhow::Result<Outcome> {
@@ -179,60 +183,133 @@ pub fn explore(args: Args) -> anyhow::Result<Outcome> {
             );
         }
     }
-    let metrics = summarise_metrics(&outcomes);
+    let report = SweepReport::new(&scenario, &options, &outcomes);
+    print_metrics(&report);
+    print_coverage(&report);
+    let mut value = serde_json::json!({
+        "scenario": scenario.name,
+        "seeds_run": outcomes.len(),
+        "failures": failures.iter().map(|f| serde_json::json!({
+            "seed": f.seed,
+            "kind": f.kind(),
+            "trace_hash": format_hash(f.trace_hash),
+        })).collect::<Vec<_>>(),
+        "seeds_per_sec": seeds_per_sec,
+        "events_per_sec": events_per_sec,
+        "coverage_failure": coverage_failure(&report),
+        "report": report,
+    });
+    let metrics = summarise_metrics(&report);
     if !metrics.is_empty() {
-        for (name, summary) in &metrics {
-            say!(
-                "  {name}: median {}, max {}, total {} over {} seeds",
-                summary["median"],
-                summary["max"],
-                summary["total"],
-                outcomes.len()
-            );
-        }
+        // Protocols that measure nothing have no `metrics` key.
+        value["metrics"] = serde_json::Value::Object(metrics.into_iter().collect());
+    }
+    if let Some(out) = &args.out {
+        std::fs::write(out, format!("{value}\n"))
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
     }
     if args.json {
-        let mut value = serde_json::json!({
-            "scenario": scenario.name,
-            "seeds_run": outcomes.len(),
-            "failures": failures.iter().map(|f| serde_json::json!({
-                "seed": f.seed,
-                "kind": f.kind(),
-                "trace_hash": format_hash(f.trace_hash),
-            })).collect::<Vec<_>>(),
-            "seeds_per_sec": seeds_per_sec,
-            "events_per_sec": events_per_sec,
-        });
-        if !metrics.is_empty() {
-            value["metrics"] = serde_json::Value::Object(metrics.into_iter().collect());
-        }
         say!("{value}");
     }
-    Ok(if failures.is_empty() {
-        Outcome::Clean
-    } else {
+    Ok(if report.failed() {
         Outcome::Violation
+    } else {
+        Outcome::Clean
     })
+}
+
+/// `{"kind": "coverage", "expected_not_reached": [...]}` when the sweep missed an
+/// expected point, else null.
+pub fn coverage_failure(report: &SweepReport) -> serde_json::Value {
+    if report.expected_not_reached.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::json!({
+            "kind": "coverage",
+            "expected_not_reached": report.expected_not_reached,
+        })
+    }
+}
+
+/// Prints each metric's median, maximum and total.
+pub fn print_metrics(report: &SweepReport) {
+    for (name, summary) in summarise_metrics(report) {
+        say!(
+            "  {name}: median {}, max {}, total {} over {} seeds",
+            summary["median"],
+            summary["max"],
+            summary["total"],
+            report.seeds_run
+        );
+    }
+}
+
+/// Prints what the sweep reached: faults injected and rare paths, then what it never
+/// reached, then (a failure of the kind `coverage`) the expected points it missed.
+pub fn print_coverage(report: &SweepReport) {
+    let line = |prefix: &str| {
+        let reached: Vec<String> = report
+            .coverage
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(name, r)| format!("{name} {}/{}", r.seeds, report.seeds_run))
+            .collect();
+        reached.join(", ")
+    };
+    let faults: Vec<String> = ["fault.", "net.", "disk."]
+        .iter()
+        .map(|p| line(p))
+        .filter(|l| !l.is_empty())
+        .collect();
+    say!(
+        "coverage: faults injected (seeds): {}",
+        if faults.is_empty() {
+            "none".to_string()
+        } else {
+            faults.join(", ")
+        }
+    );
+    let paths: Vec<String> = report
+        .coverage
+        .iter()
+        .filter(|(name, _)| {
+            !["fault.", "net.", "disk."]
+                .iter()
+                .any(|p| name.starts_with(p))
+        })
+        .map(|(name, r)| format!("{name} {}/{}", r.seeds, report.seeds_run))
+        .collect();
+    if !paths.is_empty() {
+        say!("coverage: paths reached (seeds): {}", paths.join(", "));
+    }
+    if !report.never_reached.is_empty() {
+        say!(
+            "coverage: never reached: {}",
+            report.never_reached.join(", ")
+        );
+    }
+    if !report.expected_not_reached.is_empty() {
+        say!(
+            "FAIL coverage: expected but never reached in {} seeds: {} (expect_reached)",
+            report.seeds_run,
+            report.expected_not_reached.join(", ")
+        );
+    }
 }
 
 /// Per metric a protocol reports: its median, maximum and total over the sweep's seeds
 /// (none for protocols that measure nothing).
-fn summarise_metrics(outcomes: &[SeedOutcome]) -> Vec<(String, serde_json::Value)> {
-    let mut by_name: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
-    for o in outcomes {
-        for m in &o.metrics {
-            by_name.entry(m.name).or_default().push(m.value);
-        }
-    }
-    by_name
-        .into_iter()
-        .map(|(name, mut values)| {
-            values.sort_unstable();
+pub fn summarise_metrics(report: &SweepReport) -> Vec<(String, serde_json::Value)> {
+    report
+        .metrics
+        .iter()
+        .filter(|(_, values)| !values.is_empty())
+        .map(|(name, values)| {
             let median = values[values.len() / 2];
             let max = values.last().copied().unwrap_or(0);
             let total: u64 = values.iter().sum();
             (
-                name.to_string(),
+                name.clone(),
                 serde_json::json!({ "median": median, "max": max, "total": total }),
             )
         })

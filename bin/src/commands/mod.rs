@@ -2,6 +2,7 @@
 
 pub mod check_history;
 pub mod explore;
+pub mod merge;
 pub mod replay;
 pub mod run;
 pub mod shrink;

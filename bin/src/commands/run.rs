@@ -211,6 +211,12 @@ fn print_summary(scenario: &Scenario, report: &RunReport) {
             .collect();
         say!("metrics: {}", metrics.join(", "));
     }
+    let reached: Vec<String> = report
+        .coverage
+        .iter()
+        .map(|(name, count)| format!("{name} {count}"))
+        .collect();
+    say!("coverage: {}", list_or_none(&reached));
 }
 
 /// Writes the client history beside the trace: `OUT.jsonl` → `OUT.history.jsonl`.

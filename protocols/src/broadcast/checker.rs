@@ -198,6 +198,7 @@ mod tests {
             trace_lines: Vec::new(),
             hit_event_limit: false,
             trace_error: None,
+            coverage: Default::default(),
         }
     }
 

@@ -502,6 +502,7 @@ impl Member {
     }
 
     fn fail_stop(&mut self, ctx: &mut Ctx<'_, Node>, what: &str, error: impl fmt::Display) {
+        ctx.sometimes("bully.fail_stop");
         self.stop_acting(ctx, StepDown::Stopped);
         ctx.observe(Observation::Stopped {
             what: what.to_string(),
@@ -611,6 +612,7 @@ impl Member {
 
     fn stop_acting(&mut self, ctx: &mut Ctx<'_, Node>, reason: StepDown) {
         if let Some(token) = self.acting.take() {
+            ctx.sometimes("bully.leader_stepped_down");
             ctx.observe(Observation::SteppedDown { token, reason });
         }
     }
@@ -1154,3 +1156,15 @@ impl Resource {
         );
     }
 }
+
+/// The bully algorithm's coverage points (sometimes-assertions), for `faultline explore`.
+pub const COVERAGE: &[sim_core::coverage::Point] = &[
+    sim_core::coverage::Point {
+        name: "bully.leader_stepped_down",
+        description: "an acting leader stepped down (lease lost, higher term seen, or a higher node alive)",
+    },
+    sim_core::coverage::Point {
+        name: "bully.fail_stop",
+        description: "a node stopped on a storage error",
+    },
+];

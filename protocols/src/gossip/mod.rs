@@ -944,6 +944,7 @@ impl Member {
                     Some(e) if e.state == State::Suspect && e.incarnation == incarnation
                 );
                 if expired {
+                    ctx.sometimes("gossip.suspicion_expired");
                     self.declare(ctx, node, State::Dead, incarnation);
                 }
             }
@@ -1194,6 +1195,7 @@ impl Member {
             }
         }
         for via in chosen {
+            ctx.sometimes("gossip.indirect_probe");
             let updates = self.piggyback();
             ctx.send(
                 via,
@@ -1345,6 +1347,7 @@ impl Member {
         by: NodeId,
         source: Source,
     ) {
+        ctx.sometimes("gossip.member_suspected");
         self.set(ctx, node, State::Suspect, incarnation, by, source);
         let timeout = self.config.suspicion_timeout(self.group_size(), 0);
         let timer = ctx.set_timer(timeout, Timer::Suspicion { node, incarnation });
@@ -1429,6 +1432,7 @@ impl Member {
         if self.bugs.no_refute || self.left {
             return;
         }
+        ctx.sometimes("gossip.suspicion_refuted");
         let incarnation = accused.max(self.incarnation) + 1;
         let Some(store) = self.store.as_mut() else {
             return;
@@ -1454,6 +1458,7 @@ impl Member {
     }
 
     fn leave(&mut self, ctx: &mut Ctx<'_, Node>) {
+        ctx.sometimes("gossip.member_left");
         let update = self.own(State::Left);
         for (i, e) in self.members.iter().enumerate() {
             if i != self.me.index() && matches!(e, Some(e) if !e.state.is_down()) {
@@ -1466,6 +1471,30 @@ impl Member {
         self.left = true;
     }
 }
+
+/// SWIM's coverage points (sometimes-assertions), for `faultline explore`.
+pub const COVERAGE: &[sim_core::coverage::Point] = &[
+    sim_core::coverage::Point {
+        name: "gossip.indirect_probe",
+        description: "a direct probe went unanswered and the prober asked k members to ping the target (ping-req)",
+    },
+    sim_core::coverage::Point {
+        name: "gossip.member_suspected",
+        description: "a member was marked suspect",
+    },
+    sim_core::coverage::Point {
+        name: "gossip.suspicion_expired",
+        description: "a suspicion ran out unrefuted and the member was declared dead",
+    },
+    sim_core::coverage::Point {
+        name: "gossip.suspicion_refuted",
+        description: "a suspected member refuted the suspicion with a higher incarnation",
+    },
+    sim_core::coverage::Point {
+        name: "gossip.member_left",
+        description: "a member left the group gracefully",
+    },
+];
 
 #[cfg(test)]
 mod tests {

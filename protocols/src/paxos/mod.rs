@@ -497,6 +497,7 @@ impl Node {
     }
 
     fn fail_stop(&mut self, ctx: &mut Ctx<'_, Self>, what: &'static str, error: impl fmt::Display) {
+        ctx.sometimes("paxos.fail_stop");
         ctx.observe(Observation::Stopped {
             what: what.to_string(),
             error: error.to_string(),
@@ -578,6 +579,7 @@ impl Node {
         let me = ctx.id();
         match std::mem::replace(&mut self.role, Role::Follower) {
             Role::Leading(l) => {
+                ctx.sometimes("paxos.leader_stepped_down");
                 ctx.observe(Observation::SteppedDown {
                     ballot: l.ballot,
                     reason: reason.to_string(),
@@ -787,6 +789,9 @@ impl Node {
                     recovered.insert(*slot, (*b, value.clone()));
                 }
             }
+        }
+        if !recovered.is_empty() {
+            ctx.sometimes("paxos.accepted_value_recovered");
         }
         let last = recovered
             .keys()
@@ -1099,6 +1104,7 @@ impl Node {
         if snapshot.index <= d.sm.applied() {
             return;
         }
+        ctx.sometimes("paxos.snapshot_installed");
         if let Err(e) = d.sm.install(&snapshot) {
             return self.fail_stop(ctx, "install snapshot", e);
         }
@@ -1538,3 +1544,23 @@ impl Process for Node {
         }
     }
 }
+
+/// Multi-Paxos's coverage points (sometimes-assertions), for `faultline explore`.
+pub const COVERAGE: &[sim_core::coverage::Point] = &[
+    sim_core::coverage::Point {
+        name: "paxos.leader_stepped_down",
+        description: "a leader saw a higher ballot and stopped leading",
+    },
+    sim_core::coverage::Point {
+        name: "paxos.accepted_value_recovered",
+        description: "a new leader's phase 1 found values accepted under an earlier ballot and re-proposed them",
+    },
+    sim_core::coverage::Point {
+        name: "paxos.snapshot_installed",
+        description: "a lagging replica installed a snapshot from a peer",
+    },
+    sim_core::coverage::Point {
+        name: "paxos.fail_stop",
+        description: "a node stopped on a storage error",
+    },
+];

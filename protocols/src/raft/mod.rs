@@ -487,6 +487,7 @@ impl Node {
     /// A storage failure the node cannot mask (a failed sync, corrupt log): it stops
     /// taking part, as a real server would crash; a restart recovers from disk.
     fn fail_stop(&mut self, ctx: &mut Ctx<'_, Self>, what: &'static str, error: impl fmt::Display) {
+        ctx.sometimes("raft.fail_stop");
         ctx.observe(Observation::Stopped {
             what: what.to_string(),
             error: error.to_string(),
@@ -539,6 +540,7 @@ impl Node {
     /// leader still held.
     fn become_follower(&mut self, ctx: &mut Ctx<'_, Self>) {
         if matches!(self.role, Role::Leader(_)) {
+            ctx.sometimes("raft.leader_stepped_down");
             self.abandon_reads(ctx, "leadership lost");
             self.heartbeat_generation += 1;
         }
@@ -1116,6 +1118,9 @@ impl Node {
             {
                 continue; // already have it (a duplicate or reordered message)
             }
+            if d.log.term_at(entry.index).is_some_and(|t| t != entry.term) {
+                ctx.sometimes("raft.conflicting_suffix_replaced");
+            }
             if let Err(e) = d.log.put(entry) {
                 return self.fail_stop(ctx, "append", e);
             }
@@ -1197,6 +1202,7 @@ impl Node {
             if let Err(e) = d.sm.install(&snapshot) {
                 return self.fail_stop(ctx, "install snapshot", e);
             }
+            ctx.sometimes("raft.snapshot_installed");
             ctx.observe(Observation::SnapshotInstalled {
                 index: snapshot.index,
                 term: snapshot.term,
@@ -1278,7 +1284,10 @@ impl Node {
         } else {
             // Fast backtracking: skip the follower's whole conflicting term at once.
             let target = match (conflict_term, target_term) {
-                (Some(_), Some(i)) => i + 1,
+                (Some(_), Some(i)) => {
+                    ctx.sometimes("raft.fast_backtrack_by_term");
+                    i + 1
+                }
                 _ => conflict_index,
             };
             l.next[peer] = target.clamp(l.matched[peer] + 1, last + 1);
@@ -1568,3 +1577,27 @@ impl Process for Node {
         }
     }
 }
+
+/// Raft's coverage points (sometimes-assertions), for `faultline explore`.
+pub const COVERAGE: &[sim_core::coverage::Point] = &[
+    sim_core::coverage::Point {
+        name: "raft.leader_stepped_down",
+        description: "a leader learned of a newer term or lost its lease and became a follower",
+    },
+    sim_core::coverage::Point {
+        name: "raft.conflicting_suffix_replaced",
+        description: "a follower replaced log entries that conflicted with the leader's",
+    },
+    sim_core::coverage::Point {
+        name: "raft.snapshot_installed",
+        description: "a follower installed a snapshot sent by the leader",
+    },
+    sim_core::coverage::Point {
+        name: "raft.fast_backtrack_by_term",
+        description: "the leader skipped a follower's whole conflicting term at once",
+    },
+    sim_core::coverage::Point {
+        name: "raft.fail_stop",
+        description: "a node stopped on a storage error (detected corruption, failed sync)",
+    },
+];

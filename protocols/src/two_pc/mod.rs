@@ -579,6 +579,7 @@ impl Node {
     }
 
     fn stop(&mut self, ctx: NodeCtx<'_, '_>, what: &str, error: EngineError) {
+        ctx.sometimes("two_pc.fail_stop");
         self.stopped = true;
         ctx.observe(Observation::Stopped {
             what: what.to_string(),
@@ -926,6 +927,7 @@ impl Node {
             // Still deciding: the decision (or the vote timeout) will come.
             return;
         }
+        ctx.sometimes("two_pc.coordinator_queried");
         let answer = if self.delivering.contains_key(&txn) {
             Answer::Commit
         } else {
@@ -1260,6 +1262,10 @@ impl Node {
 
     fn on_answer(&mut self, ctx: NodeCtx<'_, '_>, txn: TxnId, answer: Answer) {
         match answer {
+            Answer::Commit | Answer::Abort => ctx.sometimes("two_pc.decision_learned_from_peer"),
+            Answer::Uncertain => {}
+        }
+        match answer {
             Answer::Commit => self.settle(ctx, txn, true, Learned::Query),
             Answer::Abort => self.settle(ctx, txn, false, Learned::Query),
             Answer::Uncertain => {}
@@ -1270,6 +1276,7 @@ impl Node {
         let Some(p) = self.prepared.get(&txn) else {
             return;
         };
+        ctx.sometimes("two_pc.participant_in_doubt");
         if self.bugs.heuristic_abort_after_yes {
             self.settle(ctx, txn, false, Learned::Heuristic);
             return;
@@ -1441,3 +1448,23 @@ impl Process for Node {
         !self.deciding.is_empty() || !self.delivering.is_empty()
     }
 }
+
+/// Two-phase commit's coverage points (sometimes-assertions), for `faultline explore`.
+pub const COVERAGE: &[sim_core::coverage::Point] = &[
+    sim_core::coverage::Point {
+        name: "two_pc.participant_in_doubt",
+        description: "a prepared participant waited past its timeout without a decision (the blocking window)",
+    },
+    sim_core::coverage::Point {
+        name: "two_pc.coordinator_queried",
+        description: "a coordinator answered a participant's query about a decided transaction",
+    },
+    sim_core::coverage::Point {
+        name: "two_pc.decision_learned_from_peer",
+        description: "a participant in doubt learned the outcome from another participant (cooperative termination)",
+    },
+    sim_core::coverage::Point {
+        name: "two_pc.fail_stop",
+        description: "a node stopped on a storage error",
+    },
+];

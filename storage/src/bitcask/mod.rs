@@ -350,10 +350,14 @@ impl Bitcask {
             if file.kind == FileKind::Merged && hint_ids.contains(&id) {
                 match load_hint(&vfs, dir, id, &*file.handle, options.bugs)? {
                     Some(entries) => {
+                        crate::sometimes!("bitcask.hint_file_used");
                         recovery.hinted_files += 1;
                         found = Some(entries);
                     }
-                    None => recovery.bad_hints += 1,
+                    None => {
+                        crate::sometimes!("bitcask.hint_file_rejected");
+                        recovery.bad_hints += 1;
+                    }
                 }
             }
             let found = match found {
@@ -365,6 +369,7 @@ impl Bitcask {
                     // Commit records take sequence numbers too.
                     max_seq = max_seq.max(last_seq);
                     if tail.is_some() {
+                        crate::sometimes!("bitcask.torn_tail_truncated");
                         recovery.torn_tail = tail.map(|(offset, bytes)| (id, offset, bytes));
                     }
                     found
@@ -764,6 +769,7 @@ impl Bitcask {
             records_copied: moves.len() as u64,
         };
         self.guarded(|db| db.install_merge(&inputs, outputs, moves))?;
+        crate::sometimes!("bitcask.merge_completed");
         Ok(stats)
     }
 

@@ -332,6 +332,7 @@ impl BTree {
                     meta = Meta::decode(&r.payload[1..])
                         .map_err(|d| EngineError::corruption(&wal_dir, r.seq, d))?;
                     recovery.replayed_batches += 1;
+                    crate::sometimes!("btree.redo_replayed");
                 }
                 _ => {
                     return Err(EngineError::corruption(
@@ -902,6 +903,7 @@ impl BTree {
                 unreachable!()
             };
             let at = self.leaf_split(&entries)?;
+            crate::sometimes!("btree.page_split");
             let right_entries = entries.split_off(at);
             let right = self.alloc(txn)?;
             let separator = right_entries[0].0.clone();

@@ -429,6 +429,9 @@ impl Lsm {
             mem.insert(&e.key, e.seq, e.value);
             recovery.replayed_records += 1;
         }
+        if recovery.replayed_records > 0 {
+            crate::sometimes!("lsm.memtable_replayed");
+        }
         let mut lsm = Lsm {
             vfs,
             dir: dir.to_string(),
@@ -466,6 +469,7 @@ impl Lsm {
             }
         }
         if !removed.is_empty() {
+            crate::sometimes!("lsm.orphan_table_removed");
             self.vfs.sync_dir(&self.dir)?;
         }
         self.recovery.removed_files.extend(removed);
@@ -702,6 +706,10 @@ impl Lsm {
         }
         self.imm = None;
         self.counters.flushes += 1;
+        crate::sometimes!("lsm.memtable_flushed");
+        if dropped > 0 {
+            crate::sometimes!("lsm.tombstone_dropped");
+        }
         self.counters.tombstones_dropped += dropped;
         Ok(())
     }
@@ -769,6 +777,10 @@ impl Lsm {
             self.vfs.sync_dir(&self.dir)?;
         }
         self.counters.compactions += 1;
+        crate::sometimes!("lsm.compaction");
+        if dropped > 0 {
+            crate::sometimes!("lsm.tombstone_dropped");
+        }
         self.counters.tombstones_dropped += dropped;
         Ok(())
     }

@@ -385,6 +385,14 @@ impl std::fmt::Debug for Wal {
 impl Wal {
     /// Opens (creating if needed) the WAL in `dir`, recovering it: see the module docs.
     pub fn open(vfs: VfsHandle, dir: &str, options: WalOptions) -> Result<Wal, WalError> {
+        let opened = Self::open_recovering(vfs, dir, options);
+        if matches!(opened, Err(WalError::Corruption { .. })) {
+            crate::sometimes!("wal.corruption_detected");
+        }
+        opened
+    }
+
+    fn open_recovering(vfs: VfsHandle, dir: &str, options: WalOptions) -> Result<Wal, WalError> {
         options.validate()?;
         vfs::validate_path(dir)?;
         ensure_dir(&vfs, dir)?;
@@ -520,6 +528,7 @@ impl Wal {
                 }
                 file.truncate(tail.offset)?;
                 file.sync()?;
+                crate::sometimes!("wal.torn_tail_truncated");
                 recovery.torn_tail = Some(TornTail {
                     segment: number,
                     offset: tail.offset,
@@ -528,6 +537,9 @@ impl Wal {
                 });
             }
             recovery.skipped.extend(scan.skipped.iter().copied());
+            if scan.dropped_batches > 0 {
+                crate::sometimes!("wal.uncommitted_batch_discarded");
+            }
             recovery.uncommitted_batches_dropped += scan.dropped_batches;
             records += scan.records.iter().filter(|r| r.seq > low).count() as u64;
             let checkpoints: Vec<u64> = scan
@@ -866,6 +878,7 @@ impl Wal {
             return Ok(());
         }
         self.sync_active()?;
+        crate::sometimes!("wal.segment_rotated");
         let number = self.active_info().number + 1;
         let (file, info) =
             match create_segment(&self.vfs, &self.dir, &self.options, number, self.next_seq) {
