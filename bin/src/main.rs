@@ -51,6 +51,9 @@ enum Command {
     },
     /// Sweep a range of seeds in parallel and report every failure.
     Explore(commands::explore::Args),
+    /// Compare two runs event by event (two seeds, two bug-flag sets, or a run against
+    /// a recorded trace) and show the first event where they part.
+    Diff(commands::diff::Args),
     /// Combine the results of the shards of one sweep (`explore --shard K/N --out F`)
     /// into the result of the whole sweep.
     Merge(commands::merge::Args),
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
             print_trace,
         } => commands::run::run(&file, seed, bugs, trace, print_trace),
         Command::Explore(args) => commands::explore::explore(args),
+        Command::Diff(args) => commands::diff::diff(args),
         Command::Merge(args) => commands::merge::merge(args),
         Command::Replay(args) => commands::replay::replay(args),
         Command::Shrink(args) => commands::shrink::shrink(args),

@@ -204,3 +204,140 @@ fn four_shards_merged_equal_the_unsharded_sweep() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("shards missing: 3/4"), "{}", stderr(&o));
 }
+
+fn jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Two seeds part at the first event whose recorded traces differ: `diff` finds that
+/// very event (its index, time and kind on each side) and prints it.
+#[test]
+fn diff_of_two_seeds_prints_the_event_where_they_part() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = "scenarios/library/raft-steady.toml";
+    let mut traces = Vec::new();
+    for seed in ["3", "4"] {
+        let path = dir.path().join(format!("{seed}.jsonl"));
+        let o = faultline(&[
+            "run",
+            file,
+            "--seed",
+            seed,
+            "--trace",
+            path.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+        traces.push(jsonl(&path));
+    }
+    let (a, b) = (&traces[0], &traces[1]);
+    let known = a
+        .iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .expect("two seeds part somewhere");
+    let o = faultline(&["diff", file, "--seed", "3", "--seed-b", "4", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!("first divergence at event #{known} ")),
+        "{out}"
+    );
+    let v = last_json(&o);
+    let d = &v["divergence"];
+    assert_eq!(d["index"], known);
+    assert_eq!(d["a"]["time"], a[known]["time"]);
+    assert_eq!(d["b"]["time"], b[known]["time"]);
+    assert_eq!(d["a"]["kind"], a[known]["event"]);
+    assert_eq!(d["b"]["kind"], b[known]["event"]);
+    assert_eq!(v["events_a"], a.len());
+    assert_eq!(v["events_b"], b.len());
+    // The printed lines are the two events' transcript lines.
+    let a_line = d["a"]["text"].as_str().unwrap();
+    assert!(out.contains(&format!("A: #{known:<6} {a_line}")), "{out}");
+
+    // A run against its own recorded trace: identical, exit 0.
+    let o = faultline(&[
+        "diff",
+        file,
+        "--seed",
+        "3",
+        "--trace-b",
+        dir.path().join("3.jsonl").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("the traces are identical"));
+
+    // Replaying seed 3 against seed 4's trace points at the same event.
+    let o = faultline(&[
+        "replay",
+        file,
+        "--seed",
+        "3",
+        "--against",
+        dir.path().join("4.jsonl").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&format!("first divergence at event #{known} ")),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// Two bug-flag sets on one seed: the runs agree until the flag first matters.
+#[test]
+fn diff_of_two_flag_sets_parts_after_a_shared_prefix() {
+    let file = "scenarios/library/broadcast-lossy-partitions.toml";
+    let o = faultline(&[
+        "diff",
+        file,
+        "--seed",
+        "5",
+        "--bug-b",
+        "broadcast.no_dedup",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let v = last_json(&o);
+    assert!(v["divergence"]["index"].as_u64().unwrap() > 0, "{v}");
+    assert!(
+        v["b"]
+            .as_str()
+            .unwrap()
+            .contains("--bug broadcast.no_dedup")
+    );
+}
+
+/// A recorded hash that no longer matches makes `replay` check determinism by running
+/// the seed twice and comparing event by event.
+#[test]
+fn replay_explains_a_recorded_hash_that_no_longer_matches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = dir.path().join("s.toml");
+    std::fs::copy(
+        workspace().join("scenarios/library/broadcast-steady.toml"),
+        &scenario,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("s.regressions"),
+        "[[failure]]\nseed = 7\nbugs = []\nkind = \"missing_delivery\"\n\
+         trace_hash = \"0123456789abcdef\"\n",
+    )
+    .unwrap();
+    let o = faultline(&["replay", scenario.to_str().unwrap(), "--seed", "7"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("recorded with trace-hash 0123456789abcdef"),
+        "{out}{}",
+        stderr(&o)
+    );
+    assert!(
+        out.contains("determinism holds (two runs of this seed agree event by event)"),
+        "{out}"
+    );
+}

@@ -11,6 +11,7 @@
 
 mod bindings;
 pub mod coverage;
+pub mod diff;
 pub mod duration;
 pub mod engines;
 pub mod error;

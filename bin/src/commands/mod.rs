@@ -1,6 +1,7 @@
 //! One module per command, and what they share.
 
 pub mod check_history;
+pub mod diff;
 pub mod explore;
 pub mod merge;
 pub mod replay;

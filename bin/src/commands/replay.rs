@@ -5,8 +5,8 @@ use std::io::BufWriter;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use scenarios::regressions;
 use scenarios::{RunOptions, TraceFilter};
+use scenarios::{diff, regressions};
 use sim_core::trace::format_hash;
 use sim_core::{NodeId, SimTime};
 
@@ -38,6 +38,10 @@ pub struct Args {
     /// Show only events concerning this node (repeatable).
     #[arg(long = "node")]
     nodes: Vec<u32>,
+    /// A trace recorded earlier for this seed (`run --trace`, `replay --trace`): if this
+    /// run differs from it, show the first event where they part (and exit 1).
+    #[arg(long, value_name = "TRACE.jsonl")]
+    against: Option<PathBuf>,
 }
 
 pub fn replay(args: Args) -> anyhow::Result<Outcome> {
@@ -168,17 +172,54 @@ pub fn replay(args: Args) -> anyhow::Result<Outcome> {
             say!("determinism: the trace hash matches the one recorded for this seed");
         } else {
             say!(
-                "determinism broke: this seed was recorded with trace-hash {}, now {hash} \
-                 (or the code changed since it was recorded)",
+                "determinism: this seed was recorded with trace-hash {}, now {hash}",
                 r.trace_hash
             );
+            explain_hash_mismatch(&scenario, &args)?;
         }
+    }
+    let mut parted = false;
+    if let Some(path) = &args.against {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let recorded =
+            diff::recorded(&path.display().to_string(), &text).map_err(anyhow::Error::msg)?;
+        let (fresh, _) = diff::fresh(&scenario, args.seed, &args.bugs).map_err(input_error)?;
+        let divergence = diff::first_divergence(&fresh, &recorded, 8);
+        parted = divergence.is_some();
+        say!(
+            "against the recorded trace:\n{}",
+            diff::render(&fresh, &recorded, divergence.as_ref()).trim_end()
+        );
     }
     say!("seed: {}", args.seed);
     say!("trace-hash: {hash}");
-    Ok(if report.passed() {
+    Ok(if report.passed() && !parted {
         Outcome::Clean
     } else {
         Outcome::Violation
     })
+}
+
+/// A recorded hash no longer matches: run the seed twice more and compare. If the two
+/// runs part, the simulation is not deterministic, and the first differing event says
+/// where; if they agree, the code changed since the seed was recorded.
+fn explain_hash_mismatch(scenario: &scenarios::Scenario, args: &Args) -> anyhow::Result<()> {
+    let (first, _) = diff::fresh(scenario, args.seed, &args.bugs).map_err(input_error)?;
+    let (second, _) = diff::fresh(scenario, args.seed, &args.bugs).map_err(input_error)?;
+    match diff::first_divergence(&first, &second, 8) {
+        Some(d) => say!(
+            "determinism broke: two runs of this seed in one process part:\n{}",
+            diff::render(&first, &second, Some(&d)).trim_end()
+        ),
+        None => say!(
+            "determinism holds (two runs of this seed agree event by event): the code or \
+             the scenario changed since the seed was recorded; to see where, diff against \
+             a trace recorded then: `faultline replay {} --seed {}{} --against OLD.jsonl`",
+            args.file.display(),
+            args.seed,
+            super::bug_args(&args.bugs)
+        ),
+    }
+    Ok(())
 }
