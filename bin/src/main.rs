@@ -64,6 +64,9 @@ enum Command {
     /// Draw one run (or a saved trace) as a space-time diagram: one self-contained,
     /// offline HTML page.
     Viz(commands::viz::Args),
+    /// Sweep every bug flag of every protocol and engine on the canonical scenarios,
+    /// and every scenario with no flag; write docs/bug-zoo.md.
+    Zoo(commands::zoo::Args),
     /// Check a saved client history (JSON Lines, docs/history.md) for linearizability.
     CheckHistory(commands::check_history::Args),
     /// Validate a scenario file.
@@ -115,6 +118,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => commands::replay::replay(args),
         Command::Shrink(args) => commands::shrink::shrink(args),
         Command::Viz(args) => commands::viz::viz(args),
+        Command::Zoo(args) => commands::zoo::zoo(args),
         Command::CheckHistory(args) => commands::check_history::check_history(args),
         Command::Check { file } => commands::check(&file),
         Command::List { json } => {

@@ -341,3 +341,92 @@ fn replay_explains_a_recorded_hash_that_no_longer_matches() {
         "{out}"
     );
 }
+
+/// A reduced zoo, as CI can afford: flags with known fast detections, each found, and
+/// the page written with its command line.
+#[test]
+fn a_reduced_zoo_finds_its_flags_and_writes_the_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let page = dir.path().join("zoo.md");
+    let o = faultline(&[
+        "zoo",
+        "--only",
+        "broadcast.no_dedup",
+        "--only",
+        "raft.truncate_without_term_check",
+        "--only",
+        "bitcask.delete_before_rename",
+        "--seeds",
+        "30",
+        "--offsets",
+        "2",
+        "--max-scenarios",
+        "1",
+        "--jobs",
+        "2",
+        "-o",
+        page.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let v = last_json(&o);
+    let flags = v["flags"].as_array().unwrap();
+    let names: Vec<&str> = flags.iter().map(|f| f["flag"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "broadcast.no_dedup",
+            "raft.truncate_without_term_check",
+            "bitcask.delete_before_rename"
+        ]
+    );
+    for f in flags {
+        assert_eq!(f["found"], true, "{f}");
+        assert_eq!(f["windows"].as_array().unwrap().len(), 2, "{f}");
+        assert!(f["median_seeds_to_failure"].as_u64().unwrap() >= 1, "{f}");
+        assert!(!f["property"].as_str().unwrap().is_empty(), "{f}");
+    }
+    let md = std::fs::read_to_string(&page).unwrap();
+    assert!(md.contains("faultline zoo --seeds 30 --offsets 2"), "{md}");
+    assert!(md.contains("**3 of 3 flags found.**"), "{md}");
+    assert!(md.contains("| `bitcask.delete_before_rename` |"), "{md}");
+}
+
+/// A flag the library's scenarios cannot reach is reported as not found, and the zoo
+/// fails.
+#[test]
+fn the_zoo_reports_a_flag_it_cannot_find() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let library = dir.path().join("library");
+    std::fs::create_dir(&library).unwrap();
+    // No loss, no faults: a copy sent once always arrives, so never retransmitting
+    // breaks nothing here.
+    std::fs::write(
+        library.join("broadcast-calm.toml"),
+        "protocol = \"broadcast\"\nnodes = 3\nduration = \"1s\"\nquiet_period = \"500ms\"\n\n\
+         [network]\ndrop = 0.0\n\n[workload]\nclients = 1\nthink = { min = \"50ms\", max = \"100ms\" }\n",
+    )
+    .unwrap();
+    let page = dir.path().join("zoo.md");
+    let o = faultline(&[
+        "zoo",
+        "--only",
+        "broadcast.no_retransmit",
+        "--seeds",
+        "4",
+        "--offsets",
+        "1",
+        "--library",
+        library.to_str().unwrap(),
+        "-o",
+        page.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("broadcast.no_retransmit: NOT FOUND (tried broadcast-calm)"),
+        "{}",
+        stdout(&o)
+    );
+    let md = std::fs::read_to_string(&page).unwrap();
+    assert!(md.contains("Not found: `broadcast.no_retransmit`"), "{md}");
+}

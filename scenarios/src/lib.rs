@@ -22,6 +22,7 @@ pub mod runner;
 pub mod scenario;
 pub mod schema;
 pub mod shrink;
+pub mod zoo;
 
 pub use error::ScenarioError;
 pub use runner::{Metric, RunOptions, RunReport, TraceFilter, run, transcript};

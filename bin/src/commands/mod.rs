@@ -8,6 +8,7 @@ pub mod replay;
 pub mod run;
 pub mod shrink;
 pub mod viz;
+pub mod zoo;
 
 use std::path::Path;
 
