@@ -39,8 +39,10 @@ fn canonical_scenarios_pass_every_checker() {
         } else {
             sweep_seeds()
         };
+        let mut reached = std::collections::BTreeSet::new();
         for seed in 0..seeds {
             let report = scenarios::run(&scenario, RunOptions::seed(seed)).expect("runs");
+            reached.extend(report.coverage.keys().copied());
             assert!(
                 report.passed(),
                 "{} seed {seed}: {}",
@@ -53,6 +55,17 @@ fn canonical_scenarios_pass_every_checker() {
                     .join("; ")
             );
         }
+        // What the scenario promises to exercise, it exercises (`expect_reached`).
+        let missed: Vec<&String> = scenario
+            .expect_reached
+            .iter()
+            .filter(|p| !reached.contains(p.as_str()))
+            .collect();
+        assert!(
+            missed.is_empty(),
+            "{}: expect_reached points never reached in {seeds} seeds: {missed:?}",
+            path.display()
+        );
     }
 }
 
