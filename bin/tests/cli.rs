@@ -1,31 +1,12 @@
 //! Integration tests of the `faultline` binary: exit statuses, output, and error
 //! messages for bad files and bad arguments.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn faultline(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(args)
-        .current_dir(workspace())
-        .output()
-        .expect("the binary runs")
-}
+use std::path::PathBuf;
+use std::process::Output;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{faultline, stderr, stdout, workspace};
 
 fn trace_hash(o: &Output) -> String {
     let out = stdout(o);

@@ -1,37 +1,11 @@
 //! Exploration power, end to end through the binary: coverage and `expect_reached`,
 //! sharded sweeps merged back into one, run diffs, and the bug zoo.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn faultline(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(args)
-        .current_dir(workspace())
-        .output()
-        .expect("the binary runs")
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn last_json(o: &Output) -> serde_json::Value {
-    let out = stdout(o);
-    let line = out.lines().last().expect("some output");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("last line is JSON ({e}): {out}"))
-}
+use common::{faultline, last_json, stderr, stdout, workspace};
 
 /// A small broadcast scenario; `faults` says whether the nemesis and the lossy network
 /// are on. Either way it expects crashes and lost messages to happen.

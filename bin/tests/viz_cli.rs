@@ -1,25 +1,13 @@
 //! `faultline viz` without a browser: exit statuses, the page written, bad arguments.
 //! (The page in a real browser: `viz_browser.rs`.)
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::Path;
+use std::process::Output;
+
+use common::faultline;
 use serde_json::Value;
-
-fn faultline(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(args)
-        .current_dir(workspace())
-        .output()
-        .expect("the binary runs")
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
 
 fn text(o: &Output) -> String {
     format!(

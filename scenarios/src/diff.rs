@@ -10,13 +10,11 @@
 //! their JSON.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
 use crate::error::ScenarioError;
-use crate::runner::{RunOptions, RunReport, run};
+use crate::runner::{RunOptions, RunReport, SharedBuffer, run};
 use crate::scenario::Scenario;
 
 /// One event of a side.
@@ -47,31 +45,13 @@ pub struct Side {
     pub verdict: Option<Vec<String>>,
 }
 
-/// A `Write` into a buffer the caller keeps (the run's JSON Lines trace).
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| std::io::Error::other("trace buffer poisoned"))?
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Runs `scenario` for `seed` with `bugs` and captures every event.
 pub fn fresh(
     scenario: &Scenario,
     seed: u64,
     bugs: &[String],
 ) -> Result<(Side, RunReport), ScenarioError> {
-    let buffer = Buffer::default();
+    let buffer = SharedBuffer::default();
     let options = RunOptions {
         seed,
         bugs: bugs.to_vec(),
@@ -85,11 +65,7 @@ pub fn fresh(
             "capturing the trace failed: {e}"
         )));
     }
-    let bytes = buffer
-        .0
-        .lock()
-        .map_err(|_| ScenarioError::Options("trace buffer poisoned".into()))?
-        .clone();
+    let bytes = buffer.take()?;
     let text = String::from_utf8(bytes)
         .map_err(|e| ScenarioError::Options(format!("trace is not UTF-8: {e}")))?;
     let keys: Vec<&str> = text.lines().collect();

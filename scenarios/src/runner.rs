@@ -11,6 +11,35 @@ use sim_core::{Checker, NodeId, Process, RunStats, SimTime, Simulation, Violatio
 use crate::error::ScenarioError;
 use crate::scenario::Scenario;
 
+/// A JSON Lines trace kept in memory: give `RunOptions::jsonl` a clone and read the
+/// bytes back with [`SharedBuffer::take`] once the run is over.
+#[derive(Clone, Default)]
+pub struct SharedBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl SharedBuffer {
+    /// The bytes written so far (the buffer is left empty).
+    pub fn take(&self) -> Result<Vec<u8>, ScenarioError> {
+        self.0
+            .lock()
+            .map(|mut b| std::mem::take(&mut *b))
+            .map_err(|_| ScenarioError::Options("trace buffer poisoned".into()))
+    }
+}
+
+impl Write for SharedBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("trace buffer poisoned"))?
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// How to run one seed.
 #[derive(Default)]
 pub struct RunOptions {

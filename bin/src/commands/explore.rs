@@ -186,36 +186,53 @@ pub fn explore(args: Args) -> anyhow::Result<Outcome> {
     let report = SweepReport::new(&scenario, &options, &outcomes);
     print_metrics(&report);
     print_coverage(&report);
-    let mut value = serde_json::json!({
-        "scenario": scenario.name,
-        "seeds_run": outcomes.len(),
-        "failures": failures.iter().map(|f| serde_json::json!({
-            "seed": f.seed,
-            "kind": f.kind(),
-            "trace_hash": format_hash(f.trace_hash),
-        })).collect::<Vec<_>>(),
-        "seeds_per_sec": seeds_per_sec,
-        "events_per_sec": events_per_sec,
-        "coverage_failure": coverage_failure(&report),
-        "report": report,
-    });
-    let metrics = summarise_metrics(&report);
-    if !metrics.is_empty() {
-        // Protocols that measure nothing have no `metrics` key.
-        value["metrics"] = serde_json::Value::Object(metrics.into_iter().collect());
-    }
-    if let Some(out) = &args.out {
-        std::fs::write(out, format!("{value}\n"))
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
-    }
-    if args.json {
-        say!("{value}");
-    }
+    let mut value = result_json(&report);
+    value["seeds_per_sec"] = seeds_per_sec.into();
+    value["events_per_sec"] = events_per_sec.into();
+    emit_result(&value, args.out.as_deref(), args.json)?;
     Ok(if report.failed() {
         Outcome::Violation
     } else {
         Outcome::Clean
     })
+}
+
+/// A sweep's result as `--json` prints it: a summary (scenario, seeds run, failures,
+/// metrics, the coverage failure if any) and the whole deterministic `report`.
+pub fn result_json(report: &SweepReport) -> serde_json::Value {
+    let mut value = serde_json::json!({
+        "scenario": report.scenario,
+        "seeds_run": report.seeds_run,
+        "failures": report.failures.iter().map(|f| serde_json::json!({
+            "seed": f.seed,
+            "kind": f.kind,
+            "trace_hash": f.trace_hash,
+        })).collect::<Vec<_>>(),
+        "coverage_failure": coverage_failure(report),
+        "report": report,
+    });
+    let metrics = summarise_metrics(report);
+    if !metrics.is_empty() {
+        // Protocols that measure nothing have no `metrics` key.
+        value["metrics"] = serde_json::Value::Object(metrics.into_iter().collect());
+    }
+    value
+}
+
+/// Writes a result to `out` (if given) and prints it as the last line (if `json`).
+pub fn emit_result(
+    value: &serde_json::Value,
+    out: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    if let Some(out) = out {
+        std::fs::write(out, format!("{value}\n"))
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    }
+    if json {
+        say!("{value}");
+    }
+    Ok(())
 }
 
 /// `{"kind": "coverage", "expected_not_reached": [...]}` when the sweep missed an

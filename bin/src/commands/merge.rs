@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use scenarios::explore::{self, SweepReport};
 
-use super::explore::{coverage_failure, print_coverage, print_metrics, summarise_metrics};
+use super::explore::{emit_result, print_coverage, print_metrics, result_json};
 use crate::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -69,29 +69,7 @@ pub fn merge(args: Args) -> anyhow::Result<Outcome> {
     }
     print_metrics(&merged);
     print_coverage(&merged);
-    let mut value = serde_json::json!({
-        "scenario": merged.scenario,
-        "seeds_run": merged.seeds_run,
-        "failures": merged.failures.iter().map(|f| serde_json::json!({
-            "seed": f.seed,
-            "kind": f.kind,
-            "trace_hash": f.trace_hash,
-        })).collect::<Vec<_>>(),
-        "coverage_failure": coverage_failure(&merged),
-        "report": merged,
-    });
-    let metrics = summarise_metrics(&merged);
-    if !metrics.is_empty() {
-        // Protocols that measure nothing have no `metrics` key.
-        value["metrics"] = serde_json::Value::Object(metrics.into_iter().collect());
-    }
-    if let Some(out) = &args.out {
-        std::fs::write(out, format!("{value}\n"))
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
-    }
-    if args.json {
-        say!("{value}");
-    }
+    emit_result(&result_json(&merged), args.out.as_deref(), args.json)?;
     Ok(if merged.failed() {
         Outcome::Violation
     } else {

@@ -2,9 +2,8 @@
 //! self-contained HTML page. The page itself is built by `crate::viz`.
 
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use scenarios::RunOptions;
@@ -56,24 +55,6 @@ const fn limits_help() -> &'static str {
      most 3000 elements of one kind (message arrows, client operations, observations, lane \
      marks, timers) in the current view; a kind with more is drawn as per-lane density until \
      the view is zoomed in, so a large trace never freezes the browser."
-}
-
-/// A `Write` whose bytes the caller keeps (the run takes the writer by value).
-#[derive(Clone, Default)]
-struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for SharedBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| std::io::Error::other("trace buffer poisoned"))?
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 pub fn viz(args: Args) -> anyhow::Result<Outcome> {
@@ -130,7 +111,7 @@ pub fn viz(args: Args) -> anyhow::Result<Outcome> {
             }
         }
         say!("seed: {seed}");
-        let buffer = SharedBuffer::default();
+        let buffer = scenarios::runner::SharedBuffer::default();
         let options = RunOptions {
             seed,
             bugs: args.bugs.clone(),
@@ -141,12 +122,7 @@ pub fn viz(args: Args) -> anyhow::Result<Outcome> {
         if let Some(e) = &report.trace_error {
             anyhow::bail!("recording the trace failed: {e}");
         }
-        let bytes = std::mem::take(
-            &mut *buffer
-                .0
-                .lock()
-                .map_err(|_| anyhow::anyhow!("trace buffer poisoned"))?,
-        );
+        let bytes = buffer.take().map_err(input_error)?;
         let mut bugs: Vec<String> = scenario.bugs.clone();
         for b in &args.bugs {
             if !bugs.contains(b) {
