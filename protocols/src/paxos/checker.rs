@@ -229,7 +229,8 @@ impl Checker<Node> for InvariantChecker {
                 Observation::BecameLeader { .. }
                 | Observation::Compacted { .. }
                 | Observation::SteppedDown { .. }
-                | Observation::Stopped { .. } => {}
+                | Observation::Stopped { .. }
+                | Observation::Recovered { .. } => {}
             }
         }
         violations
@@ -305,6 +306,13 @@ impl LivenessChecker {
             let slot = match &o.obs {
                 Observation::Applied { slot, .. } | Observation::SnapshotInstalled { slot } => {
                     *slot
+                }
+                // What a restarted node recovered it has reached, but it sets no target:
+                // it was observed applied (or installed) before, somewhere.
+                Observation::Recovered { applied } => {
+                    let r = reached.entry(o.node).or_insert(0);
+                    *r = (*r).max(*applied);
+                    continue;
                 }
                 _ => continue,
             };

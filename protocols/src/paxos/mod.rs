@@ -187,6 +187,10 @@ pub enum Observation {
     SteppedDown { ballot: Ballot, reason: String },
     /// A storage failure stopped this incarnation.
     Stopped { what: String, error: String },
+    /// This node restarted with its state machine recovered from disk up to `applied`.
+    /// (A crash inside an operation can make a slot durable and kill the node before
+    /// its `Applied` was observed; this says the node has it.)
+    Recovered { applied: Slot },
 }
 
 /// How the leader answers read-only requests.
@@ -1423,6 +1427,11 @@ impl Process for Node {
             acceptor.promised().round
         };
         self.commit = sm.applied();
+        if sm.applied() > 0 {
+            ctx.observe(Observation::Recovered {
+                applied: sm.applied(),
+            });
+        }
         self.durable = Some(Durable { acceptor, sm });
         if self.config().reads == ReadMode::Lease {
             // It may have acknowledged a leader's heartbeat just before it crashed: it
