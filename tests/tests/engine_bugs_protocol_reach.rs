@@ -5,6 +5,10 @@
 //!
 //! - `wal.apply_uncommitted_batch` — `raft-append-crash-points`: a half-replayed
 //!   state-machine batch makes Raft apply an append twice.
+//! - `wal.crc_excludes_header` — `raft-append-crash-points` too: after a crash, a stale
+//!   record that only the header checksum would reject (of an earlier incarnation of
+//!   the segment file), beyond the torn tail, reads as valid, so the tail looks like damage in the middle of the log and the node stops
+//!   on corruption although its disk only crashed.
 //! - `bitcask.in_band_tombstone` — `raft-edge-values`: a client's put of the sentinel
 //!   vanishes when a Bitcask node restarts.
 //! - `lsm.tombstone_dropped_early` — `dynamo-tombstone-collection`: a collected
@@ -57,6 +61,16 @@ fn apply_uncommitted_batch_is_found_under_raft_appends() {
         "wal.apply_uncommitted_batch",
         0..20,
         "not_linearizable",
+    );
+}
+
+#[test]
+fn crc_excludes_header_is_found_under_raft_appends() {
+    detects(
+        "raft-append-crash-points.toml",
+        "wal.crc_excludes_header",
+        142..143,
+        "corruption_after_crashes",
     );
 }
 
