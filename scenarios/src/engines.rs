@@ -15,6 +15,10 @@ pub struct EngineTuning {
     pub bitcask_merge_trigger_files: Option<usize>,
     /// The B+tree's `max_dirty_pages`.
     pub btree_max_dirty_pages: Option<usize>,
+    /// The LSM's `memtable_bytes`.
+    pub lsm_memtable_bytes: Option<usize>,
+    /// The LSM's `level_base_bytes`.
+    pub lsm_level_base_bytes: Option<u64>,
 }
 
 /// A storage engine as listed by `faultline list`.
@@ -31,12 +35,17 @@ pub static ENGINES: &[EngineEntry] = &[
     EngineEntry {
         name: "lsm",
         description: "LSM tree: WAL-backed memtable, SSTables with Bloom filters, a MANIFEST, leveled compaction",
-        opener: |sync_policy, bugs, _| {
+        opener: |sync_policy, bugs, tuning| {
+            let defaults = simulation_lsm_options();
             Arc::new(storage::lsm::LsmOpener {
                 options: storage::lsm::LsmOptions {
                     sync_policy,
                     bugs,
-                    ..simulation_lsm_options()
+                    memtable_bytes: tuning.lsm_memtable_bytes.unwrap_or(defaults.memtable_bytes),
+                    level_base_bytes: tuning
+                        .lsm_level_base_bytes
+                        .unwrap_or(defaults.level_base_bytes),
+                    ..defaults
                 },
             })
         },

@@ -44,6 +44,9 @@ pub struct Scenario {
     pub engines: Vec<&'static str>,
     /// For key-value protocols: the number of keys and the operation mix.
     pub kv_workload: Option<(u32, KvMix)>,
+    /// For key-value protocols: `[workload] literal_values` and `literal_value_rate`
+    /// (empty and 0 when not set), see `KvWorkload::with_literal_values`.
+    pub kv_literal_values: (Vec<String>, f64),
     /// Engine options set by `[storage]` (none by default).
     pub engine_tuning: engines::EngineTuning,
 }
@@ -149,6 +152,7 @@ impl Builder<'_> {
             sim.disk = self.disk(disk)?;
         }
         let kv_workload = self.kv_workload(protocol, raw.workload.as_ref())?;
+        let kv_literal_values = self.kv_literal_values(protocol, raw.workload.as_ref())?;
         if protocol.workload == WorkloadKind::None {
             if let Some(workload) = &raw.workload {
                 return self.error(
@@ -246,6 +250,7 @@ impl Builder<'_> {
             expect_reached,
             engines,
             kv_workload,
+            kv_literal_values,
             engine_tuning,
         };
         if let Err(message) = scenario.sim.validate() {
@@ -445,6 +450,72 @@ impl Builder<'_> {
         Ok(disk)
     }
 
+    /// `[workload] literal_values` and `literal_value_rate`: both or neither, key-value
+    /// protocols only, 1 to 16 values of at most 256 bytes, a rate from 0 to 1.
+    fn kv_literal_values(
+        &self,
+        protocol: &ProtocolEntry,
+        file: Option<&Spanned<WorkloadFile>>,
+    ) -> Result<(Vec<String>, f64), ScenarioError> {
+        let Some(f) = file.map(|f| f.get_ref()) else {
+            return Ok((Vec::new(), 0.0));
+        };
+        match (&f.literal_values, &f.literal_value_rate) {
+            (None, None) => Ok((Vec::new(), 0.0)),
+            (Some(values), _) if protocol.workload != WorkloadKind::KeyValue => self.error(
+                values.span(),
+                format!(
+                    "`literal_values` applies to key-value protocols, not {}",
+                    protocol.name
+                ),
+            ),
+            (_, Some(rate)) if protocol.workload != WorkloadKind::KeyValue => self.error(
+                rate.span(),
+                format!(
+                    "`literal_value_rate` applies to key-value protocols, not {}",
+                    protocol.name
+                ),
+            ),
+            (Some(values), None) => self.error(
+                values.span(),
+                "`literal_values` needs `literal_value_rate` (the chance that a put writes one)",
+            ),
+            (None, Some(rate)) => self.error(
+                rate.span(),
+                "`literal_value_rate` needs `literal_values` (the values a put may write)",
+            ),
+            (Some(values), Some(rate)) => {
+                let list = values.get_ref();
+                if list.is_empty() || list.len() > 16 {
+                    return self.error(
+                        values.span(),
+                        format!(
+                            "`literal_values` has {} values: expected 1 to 16",
+                            list.len()
+                        ),
+                    );
+                }
+                if let Some(long) = list.iter().find(|v| v.len() > 256) {
+                    return self.error(
+                        values.span(),
+                        format!(
+                            "a literal value of {} bytes: expected at most 256",
+                            long.len()
+                        ),
+                    );
+                }
+                let r = *rate.get_ref();
+                if !(0.0..=1.0).contains(&r) {
+                    return self.error(
+                        rate.span(),
+                        format!("`literal_value_rate` {r} is out of range: expected 0 to 1"),
+                    );
+                }
+                Ok((list.clone(), r))
+            }
+        }
+    }
+
     fn kv_workload(
         &self,
         protocol: &ProtocolEntry,
@@ -593,6 +664,32 @@ impl Builder<'_> {
                 );
             }
             tuning.btree_max_dirty_pages = Some(*pages.get_ref() as usize);
+        }
+        if let Some(bytes) = &f.lsm_memtable_bytes {
+            if !(256..=1 << 30).contains(bytes.get_ref()) {
+                return self.error(
+                    bytes.span(),
+                    format!(
+                        "`[storage]` lsm_memtable_bytes {} is out of range: expected 256 to {}",
+                        bytes.get_ref(),
+                        1 << 30
+                    ),
+                );
+            }
+            tuning.lsm_memtable_bytes = Some(*bytes.get_ref() as usize);
+        }
+        if let Some(bytes) = &f.lsm_level_base_bytes {
+            if !(256..=1 << 30).contains(bytes.get_ref()) {
+                return self.error(
+                    bytes.span(),
+                    format!(
+                        "`[storage]` lsm_level_base_bytes {} is out of range: expected 256 to {}",
+                        bytes.get_ref(),
+                        1 << 30
+                    ),
+                );
+            }
+            tuning.lsm_level_base_bytes = Some(u64::from(*bytes.get_ref()));
         }
         Ok(tuning)
     }

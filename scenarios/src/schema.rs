@@ -176,6 +176,10 @@ pub struct WorkloadFile {
     pub keys: Option<Spanned<u32>>,
     /// Key-value protocols: relative weights of the operations.
     pub mix: Option<Spanned<MixFile>>,
+    /// Key-value protocols: literal values a put may write instead of a unique one.
+    pub literal_values: Option<Spanned<Vec<String>>>,
+    /// Key-value protocols: the chance that a put writes one of `literal_values`.
+    pub literal_value_rate: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +211,11 @@ pub struct StorageFile {
     /// The B+tree checkpoints when more logged pages than this are not yet in its data
     /// file (default 1024): small values checkpoint (write pages in place) often.
     pub btree_max_dirty_pages: Option<Spanned<u32>>,
+    /// The LSM's memtable size (simulation default 8 KiB): smaller flushes more often.
+    pub lsm_memtable_bytes: Option<Spanned<u32>>,
+    /// The LSM's level-1 budget (simulation default 32 KiB; level n holds this times
+    /// 10^(n−1)): smaller pushes a run's data into deeper levels.
+    pub lsm_level_base_bytes: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -51,6 +51,10 @@ pub struct KvWorkload {
     mix: KvMix,
     /// Per client, how many values it has written (for unique values).
     written: Vec<u64>,
+    /// Literal values a put may write instead of a unique one (see
+    /// [`KvWorkload::with_literal_values`]), and the chance that it does.
+    literals: Vec<String>,
+    literal_rate: f64,
 }
 
 impl KvWorkload {
@@ -60,7 +64,26 @@ impl KvWorkload {
             keys: keys.max(1),
             mix,
             written: Vec::new(),
+            literals: Vec::new(),
+            literal_rate: 0.0,
         }
+    }
+
+    /// Values users really write besides the generated ones — an empty string, a word
+    /// that some layer might treat specially: each put writes, with probability `rate`,
+    /// one of `values` (picked uniformly) instead of a unique value. Such values are not
+    /// unique, so reads of them are ambiguous and the linearizability search is slower:
+    /// keep `rate` small. With no values (the default) nothing is drawn, so the
+    /// requests are exactly those of a workload without literals.
+    #[must_use]
+    pub fn with_literal_values(mut self, values: Vec<String>, rate: f64) -> Self {
+        self.literals = values;
+        self.literal_rate = if rate.is_finite() {
+            rate.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self
     }
 
     fn unique_value(&mut self, client: ClientId) -> String {
@@ -81,7 +104,11 @@ impl KvWorkload {
         if pick < m.get {
             KvOp::get(key)
         } else if pick < m.get + m.put {
-            let value = self.unique_value(client);
+            let value = if !self.literals.is_empty() && rng.random_bool(self.literal_rate) {
+                self.literals[rng.random_range(0..self.literals.len())].clone()
+            } else {
+                self.unique_value(client)
+            };
             KvOp::put(key, value)
         } else if pick < m.get + m.put + m.cas {
             // Expect one of this client's recent values, or absence: some succeed,
@@ -140,6 +167,36 @@ mod tests {
                 "{counts:?}"
             );
         }
+    }
+
+    #[test]
+    fn literal_values_replace_some_puts_and_nothing_else() {
+        let literals = vec![String::new(), "tombstone".to_string()];
+        let mut plain = KvWorkload::new(3, KvMix::default());
+        let mut with =
+            KvWorkload::new(3, KvMix::default()).with_literal_values(literals.clone(), 0.25);
+        let mut none = KvWorkload::new(3, KvMix::default()).with_literal_values(Vec::new(), 0.25);
+        let (mut r1, mut r2) = (fork(7, "clients", 0), fork(7, "clients", 0));
+        let mut r3 = fork(7, "clients", 0);
+        let mut seen = std::collections::BTreeMap::new();
+        let mut puts = 0;
+        for i in 0..4_000u32 {
+            let client = ClientId(i % 4);
+            // Without literals the requests are exactly the plain workload's.
+            assert_eq!(none.next(client, &mut r3), plain.next(client, &mut r1));
+            if let KvOp::Put { value, .. } = with.next(client, &mut r2) {
+                puts += 1;
+                if literals.contains(&value) {
+                    *seen.entry(value).or_insert(0usize) += 1;
+                }
+            }
+        }
+        let total: usize = seen.values().sum();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(
+            (puts * 20 / 100..puts * 30 / 100).contains(&total),
+            "{total} of {puts}"
+        );
     }
 
     #[test]

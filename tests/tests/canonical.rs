@@ -148,13 +148,7 @@ fn every_bug_flag_is_found_by_a_canonical_scenario() {
 /// caught by the engine's own crash or corruption suite (`storage/tests`); here the
 /// list is checked to be exact, so it can only shrink: see `docs/bug-zoo.md` for why
 /// each is out of reach of today's scenarios.
-const ENGINE_FLAGS_NOT_YET_FOUND_BY_A_PROTOCOL: &[&str] = &[
-    "wal.apply_uncommitted_batch",
-    "wal.crc_excludes_header",
-    "lsm.tombstone_dropped_early",
-    "bitcask.in_band_tombstone",
-    "btree.crc_excludes_page_number",
-];
+const ENGINE_FLAGS_NOT_YET_FOUND_BY_A_PROTOCOL: &[&str] = &["btree.crc_excludes_page_number"];
 
 /// Every engine bug flag has a recorded detecting seed on a canonical scenario (a
 /// protocol holding its durable state in that engine finds it), which passes without

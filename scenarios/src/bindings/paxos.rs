@@ -145,7 +145,8 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
         .collect();
     let factory = move |node: NodeId| Node::new(per_node[node.index()].clone(), bugs);
     let (keys, mix) = scenario.kv_workload.unwrap_or((5, Default::default()));
-    let mut generator = KvWorkload::new(keys, mix);
+    let (literals, rate) = scenario.kv_literal_values.clone();
+    let mut generator = KvWorkload::new(keys, mix).with_literal_values(literals, rate);
     let workload = move |client: ClientId, rng: &mut SimRng| generator.next(client, rng);
     // Time for the quiet phase to settle: a leader chosen (two leader timeouts, for a
     // duel) and known to every node (heartbeats).

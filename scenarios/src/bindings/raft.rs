@@ -121,7 +121,8 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
         .collect();
     let factory = move |node: NodeId| Node::new(per_node[node.index()].clone(), bugs);
     let (keys, mix) = scenario.kv_workload.unwrap_or((5, Default::default()));
-    let mut generator = KvWorkload::new(keys, mix);
+    let (literals, rate) = scenario.kv_literal_values.clone();
+    let mut generator = KvWorkload::new(keys, mix).with_literal_values(literals, rate);
     let workload = move |client: ClientId, rng: &mut SimRng| generator.next(client, rng);
     let checkers: Vec<Box<dyn Checker<raft::Node>>> = vec![
         Box::new(checker::InvariantChecker),

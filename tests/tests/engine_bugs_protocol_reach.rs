@@ -1,0 +1,193 @@
+//! The engine bug flags that only a purpose-built workload reaches, caught end to end by
+//! a protocol on a canonical scenario (issue 18, part (b)), and the scenario features
+//! that reach them: `[storage] lsm_memtable_bytes` / `lsm_level_base_bytes` and
+//! `[workload] literal_values` / `literal_value_rate`.
+//!
+//! - `wal.apply_uncommitted_batch` — `raft-append-crash-points`: a half-replayed
+//!   state-machine batch makes Raft apply an append twice.
+//! - `wal.crc_excludes_header` — `raft-append-crash-points` too: after a crash, a stale
+//!   record that only the header checksum would reject (of an earlier incarnation of
+//!   the segment file), beyond the torn tail, reads as valid, so the tail looks like damage in the middle of the log and the node stops
+//!   on corruption although its disk only crashed.
+//! - `bitcask.in_band_tombstone` — `raft-edge-values`: a client's put of the sentinel
+//!   vanishes when a Bitcask node restarts.
+//! - `lsm.tombstone_dropped_early` — `dynamo-tombstone-collection`: a collected
+//!   tombstone's record comes back from a deeper LSM level and the replicas disagree.
+//!
+//! Each detection runs a small known seed range with the flag (the first detecting seed
+//! is also recorded in the scenario's `.regressions` file) and checks that the detecting
+//! seed passes without it. Rates: `docs/bug-zoo.md`.
+
+use std::path::PathBuf;
+
+use scenarios::{RunOptions, Scenario};
+
+fn scenario(name: &str) -> Scenario {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios/library")
+        .join(name);
+    Scenario::load(&path).expect("canonical scenario")
+}
+
+/// Runs `seeds` of `file` with the engine flag `flag` until one finds a violation of
+/// `kind`; asserts there is one and that the same seed passes without the flag.
+fn detects(file: &str, flag: &str, seeds: std::ops::Range<u64>, kind: &str) -> u64 {
+    let scenario = scenario(file);
+    let mut kinds_seen = Vec::new();
+    for seed in seeds.clone() {
+        let options = RunOptions {
+            bugs: vec![flag.to_string()],
+            ..RunOptions::seed(seed)
+        };
+        let report = scenarios::run(&scenario, options).expect("runs");
+        if report.violations.iter().any(|v| v.kind == kind) {
+            let clean = scenarios::run(&scenario, RunOptions::seed(seed)).expect("runs");
+            assert!(
+                clean.passed(),
+                "{file} seed {seed} fails even without {flag}: {:?}",
+                clean.violations
+            );
+            return seed;
+        }
+        kinds_seen.extend(report.violations.iter().map(|v| v.kind.clone()));
+    }
+    panic!("{file} with {flag}: no `{kind}` violation in seeds {seeds:?} (saw {kinds_seen:?})");
+}
+
+#[test]
+fn apply_uncommitted_batch_is_found_under_raft_appends() {
+    detects(
+        "raft-append-crash-points.toml",
+        "wal.apply_uncommitted_batch",
+        0..20,
+        "not_linearizable",
+    );
+}
+
+#[test]
+fn crc_excludes_header_is_found_under_raft_appends() {
+    detects(
+        "raft-append-crash-points.toml",
+        "wal.crc_excludes_header",
+        142..143,
+        "corruption_after_crashes",
+    );
+}
+
+#[test]
+fn in_band_tombstone_is_found_under_raft_edge_values() {
+    detects(
+        "raft-edge-values.toml",
+        "bitcask.in_band_tombstone",
+        0..6,
+        "not_linearizable",
+    );
+}
+
+#[test]
+fn tombstone_dropped_early_is_found_under_dynamo_tombstone_collection() {
+    detects(
+        "dynamo-tombstone-collection.toml",
+        "lsm.tombstone_dropped_early",
+        0..3,
+        "merkle_roots_differ",
+    );
+}
+
+/// Without the small LSM of `[storage] lsm_memtable_bytes` / `lsm_level_base_bytes`, a
+/// node's data stays in the top levels, no older table outside a compaction holds a
+/// deleted key, and the flag changes nothing on the detecting seed: the tuning is what
+/// makes the defect reachable.
+#[test]
+fn tombstone_dropped_early_needs_a_multi_level_lsm() {
+    let tuned = scenario("dynamo-tombstone-collection.toml");
+    assert_eq!(tuned.engine_tuning.lsm_memtable_bytes, Some(1024));
+    assert_eq!(tuned.engine_tuning.lsm_level_base_bytes, Some(2048));
+    let text = tuned
+        .text
+        .lines()
+        .filter(|l| !l.starts_with("lsm_"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let untuned = Scenario::parse("untuned.toml", &text, "untuned").expect("valid");
+    assert_eq!(untuned.engine_tuning.lsm_memtable_bytes, None);
+    let options = || RunOptions {
+        bugs: vec!["lsm.tombstone_dropped_early".to_string()],
+        ..RunOptions::seed(0)
+    };
+    let tuned_run = scenarios::run(&tuned, options()).expect("runs");
+    assert!(!tuned_run.passed());
+    let untuned_run = scenarios::run(&untuned, options()).expect("runs");
+    assert!(untuned_run.passed(), "{:?}", untuned_run.violations);
+}
+
+#[test]
+fn lsm_tuning_is_read_and_range_checked() {
+    let base = "protocol = \"raft\"\nnodes = 3\nduration = \"1s\"\n[storage]\nengine = \"lsm\"\n";
+    let ok = Scenario::parse(
+        "t.toml",
+        &format!("{base}lsm_memtable_bytes = 1024\nlsm_level_base_bytes = 4096\n"),
+        "t",
+    )
+    .expect("valid");
+    assert_eq!(ok.engine_tuning.lsm_memtable_bytes, Some(1024));
+    assert_eq!(ok.engine_tuning.lsm_level_base_bytes, Some(4096));
+    for (line, expected) in [
+        (
+            "lsm_memtable_bytes = 100",
+            "lsm_memtable_bytes 100 is out of range: expected 256",
+        ),
+        (
+            "lsm_level_base_bytes = 2000000000",
+            "lsm_level_base_bytes 2000000000 is out of range: expected 256",
+        ),
+    ] {
+        let err = Scenario::parse("t.toml", &format!("{base}{line}\n"), "t")
+            .expect_err(line)
+            .to_string();
+        assert!(err.contains(expected), "{line}: {err}");
+    }
+}
+
+#[test]
+fn literal_values_are_read_and_validated() {
+    let base = "protocol = \"raft\"\nnodes = 3\nduration = \"1s\"\n[workload]\n";
+    let ok = Scenario::parse(
+        "t.toml",
+        &format!("{base}literal_values = [\"\", \"x\"]\nliteral_value_rate = 0.1\n"),
+        "t",
+    )
+    .expect("valid");
+    assert_eq!(
+        ok.kv_literal_values,
+        (vec![String::new(), "x".to_string()], 0.1)
+    );
+    let none = Scenario::parse("t.toml", base, "t").expect("valid");
+    assert_eq!(none.kv_literal_values, (Vec::new(), 0.0));
+    let long = format!(
+        "literal_values = [\"{}\"]\nliteral_value_rate = 0.1",
+        "a".repeat(300)
+    );
+    for (text, expected) in [
+        (format!("{base}literal_values = [\"x\"]\n"), "needs `literal_value_rate`"),
+        (format!("{base}literal_value_rate = 0.1\n"), "needs `literal_values`"),
+        (
+            format!("{base}literal_values = []\nliteral_value_rate = 0.1\n"),
+            "has 0 values: expected 1 to 16",
+        ),
+        (
+            format!("{base}literal_values = [\"x\"]\nliteral_value_rate = 1.5\n"),
+            "`literal_value_rate` 1.5 is out of range: expected 0 to 1",
+        ),
+        (format!("{base}{long}\n"), "expected at most 256"),
+        (
+            "protocol = \"two_pc\"\nnodes = 3\nduration = \"1s\"\n[workload]\nliteral_values = [\"x\"]\nliteral_value_rate = 0.1\n".to_string(),
+            "`literal_values` applies to key-value protocols, not two_pc",
+        ),
+    ] {
+        let err = Scenario::parse("t.toml", &text, "t")
+            .expect_err(&text)
+            .to_string();
+        assert!(err.contains(expected), "{text}: {err}");
+    }
+}
