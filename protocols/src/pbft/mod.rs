@@ -45,6 +45,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sim_core::linearizability::model::{KvOp, KvResult};
+use rand::RngExt;
+use sim_core::process::{Effect, Lift};
 use sim_core::{Ctx, NodeId, OpId, Process, SimDuration, SimTime, TimerId};
 use storage::kv::EngineOpener;
 
@@ -80,6 +82,14 @@ pub enum Behaviour {
     /// Answers every request at once with a made-up result, also under other replicas'
     /// identities.
     ForgeReplies,
+    /// Two copies of one replica run with the same identity ([`Node`] holds both and
+    /// drives them through [`Ctx::nested`]), each an honest replica with its own disk
+    /// directory (`twin0/`, `twin1/`). Every incoming replica message reaches one copy or
+    /// both, as the node's seeded random stream decides (half the time both), so the
+    /// copies see different inputs and diverge: as primary they assign different
+    /// requests to one sequence number, as backups they prepare and commit different
+    /// values, and both sign as the same replica.
+    Twin,
 }
 
 impl std::str::FromStr for Behaviour {
@@ -93,10 +103,11 @@ impl std::str::FromStr for Behaviour {
             "replay" => Behaviour::Replay,
             "lie_view_change" => Behaviour::LieViewChange,
             "forge_replies" => Behaviour::ForgeReplies,
+            "twin" => Behaviour::Twin,
             other => {
                 return Err(format!(
                     "unknown Byzantine behaviour `{other}`; expected one of: silent, equivocate, \
-                     wrong_digest, replay, lie_view_change, forge_replies"
+                     wrong_digest, replay, lie_view_change, forge_replies, twin"
                 ));
             }
         })
@@ -259,7 +270,7 @@ impl Bugs {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Timer {
     /// Retransmission, progress check, state fetch.
     Tick,
@@ -267,6 +278,16 @@ pub enum Timer {
     ViewChange { view: View },
     /// A client proxy's request got no result in time.
     ClientRetry { op: OpId, attempt: u32 },
+    /// A timer one copy of a twin replica set ([`Behaviour::Twin`]).
+    Twin { twin: u8, timer: Box<Timer> },
+}
+
+/// Which kind of message a sender equivocated with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ConflictKind {
+    PrePrepare,
+    Prepare,
+    Commit,
 }
 
 /// What the checkers see.
@@ -295,6 +316,15 @@ pub enum Observation {
     NewViewEntered { view: View, reissued: u64 },
     /// A message failed verification (forged or unauthenticated) and was dropped.
     Rejected { claimed: u32, reason: String },
+    /// Replica `from` sent this replica two authentic messages of one kind for one view
+    /// and sequence number with different digests (an equivocation; the first one
+    /// counts). Reported once per sender, kind, view and sequence number.
+    Conflict {
+        from: u32,
+        kind: ConflictKind,
+        view: View,
+        seq: Seq,
+    },
     /// A storage failure stopped this incarnation.
     Stopped { what: String, error: String },
 }
@@ -373,6 +403,12 @@ pub struct Node {
     asked_view: View,
     /// Byzantine: messages to replay (an equivocating primary's second pre-prepares).
     replay: Vec<Signed>,
+    /// Equivocations already reported.
+    conflicts: BTreeSet<(ConflictKind, u32, View, Seq)>,
+    /// This instance is copy `i` of a twin replica (its disk directories under `twin<i>/`).
+    twin: Option<u8>,
+    /// A twin replica's node: the two copies it drives (empty otherwise).
+    twins: Vec<Node>,
 }
 
 impl fmt::Debug for Node {
@@ -419,6 +455,29 @@ impl Node {
             pending_stable: None,
             asked_view: 0,
             replay: Vec::new(),
+            conflicts: BTreeSet::new(),
+            twin: None,
+            twins: Vec::new(),
+        }
+    }
+
+    /// A directory of this replica's durable state (under `twin<i>/` for a twin copy).
+    fn dir(&self, base: &str) -> String {
+        match self.twin {
+            Some(i) => format!("twin{i}/{base}"),
+            None => base.to_string(),
+        }
+    }
+
+    /// Reports an equivocation by `from` once.
+    fn conflict(&mut self, ctx: &mut Ctx<'_, Self>, from: u32, kind: ConflictKind, view: View, seq: Seq) {
+        if self.conflicts.insert((kind, from, view, seq)) {
+            ctx.observe(Observation::Conflict {
+                from,
+                kind,
+                view,
+                seq,
+            });
         }
     }
 
@@ -431,6 +490,10 @@ impl Node {
     }
 
     fn behaviour(&self) -> Option<Behaviour> {
+        if self.twin.is_some() {
+            // Each copy of a twin is an honest replica; the lie is that there are two.
+            return None;
+        }
         self.config().byzantine.get(&self.me).copied()
     }
 
@@ -682,6 +745,14 @@ impl Node {
         if !self.in_window(seq) || d != digest(&value) || !value_authentic(self.key(), &value) {
             return;
         }
+        let clash = self
+            .log
+            .get(&seq)
+            .and_then(|e| e.pp.as_ref())
+            .is_some_and(|(v, old, _, _)| *v == view && *old != d);
+        if clash {
+            self.conflict(ctx, msg.from, ConflictKind::PrePrepare, view, seq);
+        }
         let entry = self.log.entry(seq).or_default();
         if let Some((v, old, _, _)) = &entry.pp
             && *v == view
@@ -728,6 +799,9 @@ impl Node {
             return;
         }
         let from = msg.from;
+        if self.clashes(seq, view, d, from, false) {
+            self.conflict(ctx, from, ConflictKind::Prepare, view, seq);
+        }
         self.log
             .entry(seq)
             .or_default()
@@ -736,6 +810,19 @@ impl Node {
             .or_default()
             .insert(from, msg);
         self.check_prepared(ctx, seq);
+    }
+
+    /// Whether `from` already sent a prepare (or commit) for `(view, seq)` with another
+    /// digest than `d`.
+    fn clashes(&self, seq: Seq, view: View, d: u64, from: u32, commits: bool) -> bool {
+        if from == self.me {
+            return false;
+        }
+        self.log.get(&seq).is_some_and(|e| {
+            let by = if commits { &e.commits } else { &e.prepares };
+            by.iter()
+                .any(|((v, other), m)| *v == view && *other != d && m.contains_key(&from))
+        })
     }
 
     /// If prepared at `seq` in the current view and COMMIT not yet sent: persist the
@@ -812,6 +899,9 @@ impl Node {
             return;
         }
         let from = msg.from;
+        if self.clashes(seq, view, d, from, true) {
+            self.conflict(ctx, from, ConflictKind::Commit, view, seq);
+        }
         self.log
             .entry(seq)
             .or_default()
@@ -1792,6 +1882,43 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Runs a handler of twin copy `i` through [`Ctx::nested`] and emits what it did as
+    /// this node: its messages as they are (both copies sign as this replica), its timers
+    /// tagged with `i`, its observations unchanged. Only copy 0 answers the kernel's
+    /// clients (both proxies track every operation; one completion per operation).
+    fn run_twin(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        i: usize,
+        run: impl FnOnce(&mut Node, &mut Ctx<'_, Node>),
+    ) {
+        let Some(copy) = self.twins.get_mut(i) else {
+            return;
+        };
+        let ((), effects) = ctx.nested(|inner| run(copy, inner));
+        let tag = i as u8;
+        let tag_timer = move |timer: Timer| Timer::Twin {
+            twin: tag,
+            timer: Box::new(timer),
+        };
+        let lift = Lift::<Node, Node> {
+            msg: &|m| m,
+            timer: &tag_timer,
+            obs: &Some,
+            reply: &Some,
+        };
+        for effect in effects {
+            if i != 0 && matches!(effect, Effect::Reply { .. }) {
+                continue;
+            }
+            if let Some(e) = effect.lift(&lift) {
+                ctx.forward(e);
+            }
+        }
+    }
+}
+
 fn cert_seq(cert: &PreparedCert) -> Option<Seq> {
     match &cert.pre_prepare.body {
         Body::PrePrepare { seq, .. } => Some(*seq),
@@ -1821,12 +1948,28 @@ impl Process for Node {
         self.f = (self.n.saturating_sub(1)) / 3;
         self.me = ctx.id().0;
         self.secret = secret(self.key(), self.me, false);
+        if self.twin.is_none() && self.behaviour() == Some(Behaviour::Twin) {
+            // Two honest copies under one identity, each recovering from its own
+            // directories; this process only routes.
+            self.twins = (0..2u8)
+                .map(|i| {
+                    let mut copy = Node::new(self.settings.clone(), self.bugs);
+                    copy.twin = Some(i);
+                    copy
+                })
+                .collect();
+            for i in 0..2 {
+                self.run_twin(ctx, i, |t, inner| t.on_start(inner));
+            }
+            return;
+        }
         let disk = ctx.disk();
-        let sm = match StateMachine::open(self.settings.engine.as_ref(), disk.clone(), STATE_DIR) {
+        let (state_dir, log_dir) = (self.dir(STATE_DIR), self.dir(LOG_DIR));
+        let sm = match StateMachine::open(self.settings.engine.as_ref(), disk.clone(), &state_dir) {
             Ok(sm) => sm,
             Err(e) => return self.fail_stop(ctx, "recover state machine", e),
         };
-        let (store, recovered) = match Store::open(self.settings.engine.as_ref(), disk, LOG_DIR) {
+        let (store, recovered) = match Store::open(self.settings.engine.as_ref(), disk, &log_dir) {
             Ok(s) => s,
             Err(e) => return self.fail_stop(ctx, "recover log", e),
         };
@@ -1896,7 +2039,26 @@ impl Process for Node {
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, _from: NodeId, msg: Msg) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, from: NodeId, msg: Msg) {
+        if !self.twins.is_empty() {
+            // Replies are the (honest) client proxies' business: both copies get them.
+            // Everything else reaches one copy or both.
+            let to: &[usize] = if matches!(msg.body, Body::Reply { .. }) {
+                &[0, 1]
+            } else {
+                match ctx.rng().random_range(0..4u32) {
+                    0 => &[0, 1],
+                    1 => &[1, 0],
+                    2 => &[0],
+                    _ => &[1],
+                }
+            };
+            for &i in to {
+                let msg = msg.clone();
+                self.run_twin(ctx, i, |t, inner| t.on_message(inner, from, msg));
+            }
+            return;
+        }
         if self.durable.is_none() {
             return;
         }
@@ -1978,7 +2140,15 @@ impl Process for Node {
         self.sync(ctx);
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _id: TimerId, timer: Timer) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, id: TimerId, timer: Timer) {
+        if !self.twins.is_empty() {
+            if let Timer::Twin { twin, timer } = timer
+                && (twin as usize) < self.twins.len()
+            {
+                self.run_twin(ctx, twin as usize, |t, inner| t.on_timer(inner, id, *timer));
+            }
+            return;
+        }
         if self.durable.is_none() {
             return;
         }
@@ -1990,6 +2160,7 @@ impl Process for Node {
                     self.start_view_change(ctx, view + 1);
                 }
             }
+            Timer::Twin { .. } => {}
             Timer::ClientRetry { op, attempt } => {
                 if self.pending.contains_key(&op) {
                     if attempt >= 8 {
@@ -2014,6 +2185,14 @@ impl Process for Node {
     }
 
     fn on_client(&mut self, ctx: &mut Ctx<'_, Self>, op: OpId, request: KvOp) {
+        if !self.twins.is_empty() {
+            // Both copies' proxies send the request; the client hears from the first.
+            for i in 0..2 {
+                let request = request.clone();
+                self.run_twin(ctx, i, |t, inner| t.on_client(inner, op, request));
+            }
+            return;
+        }
         if self.durable.is_none() {
             return ctx.reply_fail(op, "node unavailable");
         }
@@ -2038,6 +2217,9 @@ impl Process for Node {
     }
 
     fn is_leader(&self) -> bool {
+        if let Some(first) = self.twins.first() {
+            return first.is_leader();
+        }
         self.active && self.durable.is_some() && self.is_primary()
     }
 }

@@ -117,14 +117,16 @@ fn settings(file: &str, text: &str) -> Result<Config, ScenarioError> {
     Ok(config)
 }
 
-/// Committed requests, view changes, rejected messages, and messages per committed
-/// request.
-fn measure(run: &RunOutput<Node>) -> Vec<Metric> {
+/// Committed requests, view changes, rejected messages, equivocations honest replicas
+/// saw, and messages per committed request.
+fn measure(run: &RunOutput<Node>, byzantine: &BTreeSet<NodeId>) -> Vec<Metric> {
     let mut committed = BTreeSet::new();
     let mut views = BTreeSet::new();
     let mut rejected = 0u64;
+    let mut conflicts = 0u64;
     for o in &run.observations {
         match &o.obs {
+            Observation::Conflict { .. } if !byzantine.contains(&o.node) => conflicts += 1,
             Observation::Executed {
                 op: Some(op),
                 effective: true,
@@ -152,6 +154,10 @@ fn measure(run: &RunOutput<Node>) -> Vec<Metric> {
         Metric {
             name: "rejected_messages",
             value: rejected,
+        },
+        Metric {
+            name: "equivocations_seen",
+            value: conflicts,
         },
         Metric {
             name: "messages_per_committed_request",
@@ -192,7 +198,10 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
             f,
             byzantine: byzantine.clone(),
         }),
-        Box::new(checker::LivenessChecker { settle, byzantine }),
+        Box::new(checker::LivenessChecker {
+            settle,
+            byzantine: byzantine.clone(),
+        }),
         Box::new(LinearizabilityChecker::default()),
     ];
     run_protocol_measured(
@@ -204,6 +213,6 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
         Some(|out: &RunOutput<pbft::Node>| {
             sim_core::linearizability::write_history(&HistoryOp::from_history(&out.history))
         }),
-        Some(Box::new(measure)),
+        Some(Box::new(move |out: &RunOutput<Node>| measure(out, &byzantine))),
     )
 }
