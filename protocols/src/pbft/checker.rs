@@ -11,6 +11,10 @@
 //!   (taken or installed by state transfer).
 //! - **Total order**: every incarnation of an honest replica executes sequence numbers in
 //!   order without gaps (a state transfer moves it forward).
+//! - **No equivocation by honest replicas**: no honest replica receives from another
+//!   honest replica two pre-prepares (prepares, commits) for one view and sequence
+//!   number with different digests (the `Conflict` observations) — not even across its
+//!   crashes, since every such message leaves only after what it depends on is synced.
 //!
 //! Client-visible behaviour is judged by the linearizability checker; bounded liveness
 //! by [`LivenessChecker`].
@@ -179,6 +183,24 @@ impl Checker<Node> for InvariantChecker {
                         )),
                         Some(_) => {}
                     }
+                }
+                Observation::Conflict {
+                    from,
+                    kind,
+                    view,
+                    seq,
+                } if honest && !self.byzantine.contains(&NodeId(*from)) => {
+                    violations.push(violation(
+                        "honest_equivocation",
+                        "no equivocation by honest replicas",
+                        format!(
+                            "{} received two different {kind:?} messages for view {view}, #{seq} \
+                             from honest n{from}",
+                            o.node
+                        ),
+                        o.time,
+                        vec![NodeId(*from), o.node],
+                    ));
                 }
                 _ => {}
             }

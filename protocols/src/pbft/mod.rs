@@ -409,6 +409,8 @@ pub struct Node {
     twin: Option<u8>,
     /// A twin replica's node: the two copies it drives (empty otherwise).
     twins: Vec<Node>,
+    /// Messages this handler sends once its writes are synced.
+    outbox: Vec<(Option<NodeId>, Signed)>,
 }
 
 impl fmt::Debug for Node {
@@ -458,6 +460,7 @@ impl Node {
             conflicts: BTreeSet::new(),
             twin: None,
             twins: Vec::new(),
+            outbox: Vec::new(),
         }
     }
 
@@ -530,14 +533,37 @@ impl Node {
         }
     }
 
-    fn send(&self, ctx: &mut Ctx<'_, Self>, to: u32, body: Body) {
+    fn send(&mut self, _ctx: &mut Ctx<'_, Self>, to: u32, body: Body) {
         let msg = self.sign(body);
-        ctx.send(NodeId(to), msg);
+        self.outbox.push((Some(NodeId(to)), msg));
     }
 
-    fn broadcast(&self, ctx: &mut Ctx<'_, Self>, body: Body) {
+    fn broadcast(&mut self, _ctx: &mut Ctx<'_, Self>, body: Body) {
         let msg = self.sign(body);
-        ctx.broadcast(msg);
+        self.outbox.push((None, msg));
+    }
+
+    /// Queues `msg` for `to` (every other replica if `None`): it leaves at the end of
+    /// the handler, after the handler's writes are synced ([`Node::flush`]).
+    fn out(&mut self, to: Option<NodeId>, msg: Signed) {
+        self.outbox.push((to, msg));
+    }
+
+    /// Persist before you reveal: syncs this handler's log writes (one sync per handler),
+    /// then sends what the handler queued. If the incarnation stopped (a storage failure),
+    /// nothing leaves.
+    fn flush(&mut self, ctx: &mut Ctx<'_, Self>) {
+        self.sync(ctx);
+        let out = std::mem::take(&mut self.outbox);
+        if self.durable.is_none() {
+            return;
+        }
+        for (to, msg) in out {
+            match to {
+                Some(to) => ctx.send(to, msg),
+                None => ctx.broadcast(msg),
+            }
+        }
     }
 
     fn fail_stop(&mut self, ctx: &mut Ctx<'_, Self>, what: &str, error: impl fmt::Display) {
@@ -584,7 +610,7 @@ impl Node {
         };
         let op = OpId(request.op);
         if self.behaviour() == Some(Behaviour::ForgeReplies) {
-            self.forge_reply(ctx, request);
+            self.forge_reply(request);
         }
         if let Some((proxy, outcome)) = self.answered.get(&op).cloned()
             && !self.bugs.no_request_dedup
@@ -619,7 +645,7 @@ impl Node {
         }
     }
 
-    fn forge_reply(&self, ctx: &mut Ctx<'_, Self>, request: &Request) {
+    fn forge_reply(&mut self, request: &Request) {
         let outcome = match &request.operation {
             Operation::Get { .. } => Outcome::Get(Some("forged".to_string())),
             Operation::Put { .. } => Outcome::Put,
@@ -634,7 +660,7 @@ impl Node {
         // Under its own identity, and forged under every other replica's.
         for claimed in 0..self.n as u32 {
             let msg = Signed::new(self.secret, claimed, body.clone());
-            ctx.send(NodeId(request.proxy), msg);
+            self.out(Some(NodeId(request.proxy)), msg);
         }
     }
 
@@ -655,7 +681,6 @@ impl Node {
         self.next_seq += 1;
         self.assigned.insert(op);
         self.issue_pre_prepare(ctx, seq, value);
-        self.sync(ctx);
     }
 
     /// Primary: records and sends a pre-prepare for `seq` in the current view.
@@ -687,9 +712,9 @@ impl Node {
                 let victim = backups[(seq % backups.len() as u64) as usize];
                 for to in backups {
                     if to == victim {
-                        ctx.send(to, other.clone());
+                        self.out(Some(to), other.clone());
                     } else {
-                        ctx.send(to, pp.clone());
+                        self.out(Some(to), pp.clone());
                     }
                 }
                 self.replay.push(other);
@@ -701,9 +726,9 @@ impl Node {
                     digest: self.out_digest(d),
                     value,
                 });
-                ctx.broadcast(bad);
+                self.out(None, bad);
             }
-            _ => ctx.broadcast(pp),
+            _ => self.out(None, pp),
         }
         self.check_prepared(ctx, seq);
     }
@@ -768,7 +793,7 @@ impl Node {
                 .entry(OpId(request.op))
                 .or_insert(value.clone());
             if self.behaviour() == Some(Behaviour::ForgeReplies) {
-                self.forge_reply(ctx, request);
+                self.forge_reply(request);
             }
         }
         self.log.entry(seq).or_default().pp = Some((view, d, value, msg));
@@ -786,9 +811,8 @@ impl Node {
             .entry((view, d))
             .or_default()
             .insert(me, prepare.clone());
-        self.sync(ctx);
         if self.behaviour() != Some(Behaviour::Silent) {
-            ctx.broadcast(prepare);
+            self.out(None, prepare);
         }
         self.arm_request_timer(ctx);
         self.check_prepared(ctx, seq);
@@ -878,14 +902,13 @@ impl Node {
             .entry((view, d))
             .or_default()
             .insert(me, commit.clone());
-        self.sync(ctx);
         if self.behaviour() != Some(Behaviour::Silent) {
             ctx.observe(Observation::CommitSent {
                 view,
                 seq,
                 digest: out,
             });
-            ctx.broadcast(commit);
+            self.out(None, commit);
         }
         if self.bugs.execute_on_prepared {
             self.mark_committed(ctx, seq, view, d);
@@ -956,7 +979,6 @@ impl Node {
             return;
         }
         self.log.entry(seq).or_default().committed = Some(cert);
-        self.sync(ctx);
         self.execute(ctx);
     }
 
@@ -1075,7 +1097,7 @@ impl Node {
             .or_default()
             .insert(self.me, msg.clone());
         if self.behaviour() != Some(Behaviour::Silent) {
-            ctx.broadcast(msg);
+            self.out(None, msg);
         }
         self.check_stable(ctx, seq);
     }
@@ -1135,7 +1157,6 @@ impl Node {
         if !self.persist(ctx, "persist stable checkpoint", |s| s.set_stable(&stable)) {
             return;
         }
-        self.sync(ctx);
         let seq = stable.seq;
         ctx.observe(Observation::CheckpointStable { seq });
         if let Some((state, snapshot)) = self.own_checkpoints.remove(&seq)
@@ -1252,7 +1273,6 @@ impl Node {
             }
             entry.committed = Some(cert);
         }
-        self.sync(ctx);
         self.execute(ctx);
     }
 
@@ -1341,9 +1361,8 @@ impl Node {
             .entry(view)
             .or_default()
             .insert(self.me, vc.clone());
-        self.sync(ctx);
         if self.behaviour() != Some(Behaviour::Silent) {
-            ctx.broadcast(vc);
+            self.out(None, vc);
         }
         self.vc_timer_armed = None;
         self.arm_vc_timer(ctx);
@@ -1498,7 +1517,7 @@ impl Node {
             if self.is_primary()
                 && let Some(nv) = self.new_view.clone()
             {
-                ctx.send(NodeId(from), nv);
+                self.out(Some(NodeId(from)), nv);
             }
             return;
         }
@@ -1607,7 +1626,7 @@ impl Node {
             pre_prepares: Proof(pre_prepares.clone()),
         });
         if self.behaviour() != Some(Behaviour::Silent) {
-            ctx.broadcast(nv.clone());
+            self.out(None, nv.clone());
         }
         self.enter_view(ctx, view, nv, stable, pre_prepares);
     }
@@ -1679,7 +1698,10 @@ impl Node {
             return;
         }
         self.view = view;
-        self.active = true;
+        // Not active until the re-issued pre-prepares are in: a stable checkpoint from
+        // the view-change set moves the window, and a primary must not assign waiting
+        // requests at sequence numbers the NEW-VIEW re-issues.
+        self.active = false;
         self.last_active = view;
         self.new_view = Some(nv);
         self.view_changes = self.view_changes.split_off(&(view + 1));
@@ -1688,6 +1710,7 @@ impl Node {
         if stable.seq > self.stable.seq {
             self.make_stable(ctx, stable);
         }
+        self.active = true;
         let mut max_s = self.stable.seq;
         let primary = self.is_primary();
         for pp in pre_prepares {
@@ -1726,12 +1749,11 @@ impl Node {
                     .or_default()
                     .insert(self.me, prepare.clone());
                 if self.behaviour() != Some(Behaviour::Silent) {
-                    ctx.broadcast(prepare);
+                    self.out(None, prepare);
                 }
             }
         }
         self.next_seq = max_s.max(self.last_exec).max(self.stable.seq) + 1;
-        self.sync(ctx);
         ctx.observe(Observation::NewViewEntered { view, reissued });
         let seqs: Vec<Seq> = self.log.keys().copied().collect();
         for seq in seqs {
@@ -1763,7 +1785,7 @@ impl Node {
         }
     }
 
-    fn proxy_send(&mut self, ctx: &mut Ctx<'_, Self>, op: OpId, to_all: bool) {
+    fn proxy_send(&mut self, op: OpId, to_all: bool) {
         let Some(p) = self.pending.get(&op) else {
             return;
         };
@@ -1775,11 +1797,11 @@ impl Node {
         let msg = self.sign(body);
         if to_all {
             for r in 0..self.n as u32 {
-                ctx.send(NodeId(r), msg.clone());
+                self.out(Some(NodeId(r)), msg.clone());
             }
         } else {
             let primary = self.primary(self.view);
-            ctx.send(NodeId(primary), msg);
+            self.out(Some(NodeId(primary)), msg);
         }
     }
 
@@ -1793,13 +1815,14 @@ impl Node {
         }
         match self.behaviour() {
             Some(Behaviour::Replay) => {
-                for m in self.replay.iter().take(8) {
-                    ctx.broadcast(m.clone());
+                let again: Vec<Signed> = self.replay.iter().take(8).cloned().collect();
+                for m in again {
+                    self.out(None, m);
                 }
             }
             Some(Behaviour::Equivocate) => {
                 for m in std::mem::take(&mut self.replay) {
-                    ctx.broadcast(m);
+                    self.out(None, m);
                 }
             }
             _ => {}
@@ -1830,7 +1853,7 @@ impl Node {
                 .get(&self.view)
                 .and_then(|m| m.get(&self.me))
             {
-                ctx.broadcast(vc.clone());
+                self.out(None, vc.clone());
             }
             let from = self.last_exec + 1;
             self.broadcast(ctx, Body::Fetch { from });
@@ -1864,13 +1887,17 @@ impl Node {
             if *v != self.view {
                 continue;
             }
+            let mut again = Vec::new();
             if self.is_primary() {
-                ctx.broadcast(pp.clone());
+                again.push(pp.clone());
             } else if let Some(p) = e.prepares.get(&(*v, *d)).and_then(|m| m.get(&self.me)) {
-                ctx.broadcast(p.clone());
+                again.push(p.clone());
             }
             if let Some(c) = e.commits.get(&(*v, *d)).and_then(|m| m.get(&self.me)) {
-                ctx.broadcast(c.clone());
+                again.push(c.clone());
+            }
+            for m in again {
+                self.out(None, m);
             }
         }
         if self.is_primary() {
@@ -1936,14 +1963,8 @@ fn message_view(body: &Body) -> Option<View> {
     }
 }
 
-impl Process for Node {
-    type Msg = Msg;
-    type Timer = Timer;
-    type Op = KvOp;
-    type Reply = KvResult;
-    type Obs = Observation;
-
-    fn on_start(&mut self, ctx: &mut Ctx<'_, Self>) {
+impl Node {
+    fn start(&mut self, ctx: &mut Ctx<'_, Self>) {
         self.n = ctx.node_count();
         self.f = (self.n.saturating_sub(1)) / 3;
         self.me = ctx.id().0;
@@ -2034,12 +2055,12 @@ impl Process for Node {
                 .or_default()
                 .insert(self.me, vc.clone());
             if self.behaviour() != Some(Behaviour::Silent) {
-                ctx.broadcast(vc);
+                self.out(None, vc);
             }
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, from: NodeId, msg: Msg) {
+    fn message(&mut self, ctx: &mut Ctx<'_, Self>, from: NodeId, msg: Msg) {
         if !self.twins.is_empty() {
             // Replies are the (honest) client proxies' business: both copies get them.
             // Everything else reaches one copy or both.
@@ -2125,7 +2146,7 @@ impl Process for Node {
                     && self.active
                     && let Some(nv) = self.new_view.clone()
                 {
-                    ctx.send(NodeId(msg.from), nv);
+                    self.out(Some(NodeId(msg.from)), nv);
                 }
             }
             Body::Certs { certs } => self.on_certs(ctx, certs),
@@ -2137,10 +2158,9 @@ impl Process for Node {
             } => self.on_state(ctx, seq, state, proof, snapshot),
             Body::Reply { .. } => {}
         }
-        self.sync(ctx);
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, id: TimerId, timer: Timer) {
+    fn timer(&mut self, ctx: &mut Ctx<'_, Self>, id: TimerId, timer: Timer) {
         if !self.twins.is_empty() {
             if let Timer::Twin { twin, timer } = timer
                 && (twin as usize) < self.twins.len()
@@ -2167,7 +2187,7 @@ impl Process for Node {
                         self.pending.remove(&op);
                         return;
                     }
-                    self.proxy_send(ctx, op, true);
+                    self.proxy_send(op, true);
                     let after = SimDuration::from_micros(
                         self.config().client_retry.as_micros() << attempt.min(2),
                     );
@@ -2181,10 +2201,9 @@ impl Process for Node {
                 }
             }
         }
-        self.sync(ctx);
     }
 
-    fn on_client(&mut self, ctx: &mut Ctx<'_, Self>, op: OpId, request: KvOp) {
+    fn client(&mut self, ctx: &mut Ctx<'_, Self>, op: OpId, request: KvOp) {
         if !self.twins.is_empty() {
             // Both copies' proxies send the request; the client hears from the first.
             for i in 0..2 {
@@ -2211,9 +2230,39 @@ impl Process for Node {
                 replies: BTreeMap::new(),
             },
         );
-        self.proxy_send(ctx, op, false);
+        self.proxy_send(op, false);
         let after = self.config().client_retry;
         ctx.set_timer(after, Timer::ClientRetry { op, attempt: 0 });
+    }
+
+}
+
+/// Every handler ends with [`Node::flush`]: one sync of what it wrote, then its messages.
+impl Process for Node {
+    type Msg = Msg;
+    type Timer = Timer;
+    type Op = KvOp;
+    type Reply = KvResult;
+    type Obs = Observation;
+
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Self>) {
+        self.start(ctx);
+        self.flush(ctx);
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, from: NodeId, msg: Msg) {
+        self.message(ctx, from, msg);
+        self.flush(ctx);
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, id: TimerId, timer: Timer) {
+        self.timer(ctx, id, timer);
+        self.flush(ctx);
+    }
+
+    fn on_client(&mut self, ctx: &mut Ctx<'_, Self>, op: OpId, request: KvOp) {
+        self.client(ctx, op, request);
+        self.flush(ctx);
     }
 
     fn is_leader(&self) -> bool {

@@ -10,6 +10,7 @@ use sim_core::kv_workload::KvWorkload;
 use sim_core::linearizability::{HistoryOp, LinearizabilityChecker};
 use sim_core::rng::SimRng;
 use sim_core::{Checker, ClientId, NodeId, RunOutput};
+use storage::kv::EngineSyncPolicy;
 
 use crate::duration::Duration;
 use crate::engines;
@@ -24,7 +25,7 @@ pub static ENTRY: ProtocolEntry = ProtocolEntry {
     checkers: &[
         CheckerInfo {
             name: checker::NAME,
-            properties: "agreement across views, commit certificate before execution, exactly-once execution, checkpoint agreement, total order",
+            properties: "agreement across views, commit certificate before execution, exactly-once execution, checkpoint agreement, total order, no equivocation by honest replicas",
         },
         CheckerInfo {
             name: checker::LIVENESS,
@@ -175,13 +176,23 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
     let n = scenario.sim.node_count;
     let f = (n - 1) / 3;
     let byzantine: BTreeSet<NodeId> = config.byzantine.keys().map(|&id| NodeId(id)).collect();
-    let per_node: Vec<Settings> = engines::openers(scenario, options.engine_bugs(scenario))?
-        .into_iter()
-        .map(|engine| Settings {
+    // The protocol syncs explicitly before it reveals anything (one sync per handler,
+    // before its messages leave), so its engines do not sync every write: an unsynced
+    // write can be lost or torn in a crash.
+    let mut per_node: Vec<Settings> = Vec::new();
+    for name in &scenario.engines {
+        let engine = engines::opener_tuned(
+            name,
+            EngineSyncPolicy::Explicit,
+            options.engine_bugs(scenario),
+            &scenario.engine_tuning,
+        )
+        .ok_or_else(|| ScenarioError::Options(format!("unknown storage engine {name}")))?;
+        per_node.push(Settings {
             config: config.clone(),
             engine,
-        })
-        .collect();
+        });
+    }
     let factory = move |node: NodeId| Node::new(per_node[node.index()].clone(), bugs);
     let (keys, mix) = scenario.kv_workload.unwrap_or((5, Default::default()));
     let mut generator = KvWorkload::new(keys, mix);
