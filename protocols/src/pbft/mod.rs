@@ -43,9 +43,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
+use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use sim_core::linearizability::model::{KvOp, KvResult};
-use rand::RngExt;
 use sim_core::process::{Effect, Lift};
 use sim_core::{Ctx, NodeId, OpId, Process, SimDuration, SimTime, TimerId};
 use storage::kv::EngineOpener;
@@ -133,6 +133,10 @@ pub struct Config {
     pub key: u64,
     /// Byzantine replicas and their behaviours.
     pub byzantine: BTreeMap<u32, Behaviour>,
+    /// Whether backups start view changes at all (`false` is a deliberately broken
+    /// setting, to show the per-operation liveness checker failing: a faulty primary is
+    /// then never replaced).
+    pub view_changes: bool,
 }
 
 impl Default for Config {
@@ -146,6 +150,7 @@ impl Default for Config {
             client_retry: SimDuration::from_millis(120),
             key: 0,
             byzantine: BTreeMap::new(),
+            view_changes: true,
         }
     }
 }
@@ -327,6 +332,10 @@ pub enum Observation {
     },
     /// A storage failure stopped this incarnation.
     Stopped { what: String, error: String },
+    /// This node's client proxy took operation `op` from the kernel's client.
+    ProxyInvoked { op: OpId },
+    /// This node's client proxy accepted a result for `op` (f+1 matching replies).
+    ProxyAccepted { op: OpId },
 }
 
 /// A sequence number's state at this replica.
@@ -473,7 +482,14 @@ impl Node {
     }
 
     /// Reports an equivocation by `from` once.
-    fn conflict(&mut self, ctx: &mut Ctx<'_, Self>, from: u32, kind: ConflictKind, view: View, seq: Seq) {
+    fn conflict(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        from: u32,
+        kind: ConflictKind,
+        view: View,
+        seq: Seq,
+    ) {
         if self.conflicts.insert((kind, from, view, seq)) {
             ctx.observe(Observation::Conflict {
                 from,
@@ -1781,6 +1797,7 @@ impl Node {
         let matching = p.replies.values().filter(|o| **o == outcome).count();
         if matching > self.f || self.bugs.client_trusts_first_reply {
             self.pending.remove(&op);
+            ctx.observe(Observation::ProxyAccepted { op });
             ctx.reply_ok(op, KvResult::from(&outcome));
         }
     }
@@ -1828,6 +1845,7 @@ impl Node {
             _ => {}
         }
         if self.active
+            && self.config().view_changes
             && !self.waiting.is_empty()
             && self.request_deadline.is_some_and(|d| ctx.now() >= d)
         {
@@ -2183,10 +2201,8 @@ impl Node {
             Timer::Twin { .. } => {}
             Timer::ClientRetry { op, attempt } => {
                 if self.pending.contains_key(&op) {
-                    if attempt >= 8 {
-                        self.pending.remove(&op);
-                        return;
-                    }
+                    // It never gives up (the kernel's client may have timed out): an
+                    // operation invoked completes once the cluster can make progress.
                     self.proxy_send(op, true);
                     let after = SimDuration::from_micros(
                         self.config().client_retry.as_micros() << attempt.min(2),
@@ -2195,7 +2211,7 @@ impl Node {
                         after,
                         Timer::ClientRetry {
                             op,
-                            attempt: attempt + 1,
+                            attempt: attempt.saturating_add(1),
                         },
                     );
                 }
@@ -2230,11 +2246,11 @@ impl Node {
                 replies: BTreeMap::new(),
             },
         );
+        ctx.observe(Observation::ProxyInvoked { op });
         self.proxy_send(op, false);
         let after = self.config().client_retry;
         ctx.set_timer(after, Timer::ClientRetry { op, attempt: 0 });
     }
-
 }
 
 /// Every handler ends with [`Node::flush`]: one sync of what it wrote, then its messages.

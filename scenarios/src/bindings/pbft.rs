@@ -32,6 +32,10 @@ pub static ENTRY: ProtocolEntry = ProtocolEntry {
             properties: "bounded liveness: in the quiet phase every honest replica up catches up with the others",
         },
         CheckerInfo {
+            name: checker::OP_LIVENESS,
+            properties: "bounded liveness per operation: every operation pending when the quiet phase begins is accepted within a bound derived from the timeouts",
+        },
+        CheckerInfo {
             name: LinearizabilityChecker::NAME,
             properties: "linearizability of client operations (key-value model; a client accepts f+1 matching replies)",
         },
@@ -54,6 +58,8 @@ struct SettingsFile {
     view_change_timeout: Option<Duration>,
     tick: Option<Duration>,
     client_retry: Option<Duration>,
+    /// `false` disables view changes (a deliberately broken setting, for tests).
+    view_changes: Option<bool>,
     /// Byzantine replicas: `{ 3 = "equivocate" }` (node id → behaviour).
     byzantine: Option<toml::Spanned<BTreeMap<String, toml::Spanned<String>>>>,
 }
@@ -87,6 +93,9 @@ fn settings(file: &str, text: &str) -> Result<Config, ScenarioError> {
     }
     if let Some(d) = raw.client_retry {
         config.client_retry = d.0;
+    }
+    if let Some(v) = raw.view_changes {
+        config.view_changes = v;
     }
     if let Some(table) = &raw.byzantine {
         for (node, behaviour) in table.get_ref() {
@@ -204,6 +213,15 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
             + 2 * config.request_timeout.as_micros()
             + 20 * config.tick.as_micros(),
     );
+    // An operation pending when the quiet phase begins: the view-change timer at its cap,
+    // a request timeout to notice a faulty primary and one for the new view to execute
+    // it, the client's capped retransmission period, and ten ticks of catching up.
+    let op_bound = sim_core::SimDuration::from_micros(
+        8 * config.view_change_timeout.as_micros()
+            + 2 * config.request_timeout.as_micros()
+            + 4 * config.client_retry.as_micros()
+            + 10 * config.tick.as_micros(),
+    );
     let checkers: Vec<Box<dyn Checker<pbft::Node>>> = vec![
         Box::new(checker::InvariantChecker {
             f,
@@ -213,6 +231,7 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
             settle,
             byzantine: byzantine.clone(),
         }),
+        Box::new(checker::OpLivenessChecker { bound: op_bound }),
         Box::new(LinearizabilityChecker::default()),
     ];
     run_protocol_measured(
@@ -224,6 +243,8 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
         Some(|out: &RunOutput<pbft::Node>| {
             sim_core::linearizability::write_history(&HistoryOp::from_history(&out.history))
         }),
-        Some(Box::new(move |out: &RunOutput<Node>| measure(out, &byzantine))),
+        Some(Box::new(move |out: &RunOutput<Node>| {
+            measure(out, &byzantine)
+        })),
     )
 }
