@@ -11,6 +11,10 @@
 //!   (taken or installed by state transfer).
 //! - **Total order**: every incarnation of an honest replica executes sequence numbers in
 //!   order without gaps (a state transfer moves it forward).
+//! - **No equivocation by honest replicas**: no honest replica receives from another
+//!   honest replica two pre-prepares (prepares, commits) for one view and sequence
+//!   number with different digests (the `Conflict` observations) — not even across its
+//!   crashes, since every such message leaves only after what it depends on is synced.
 //!
 //! Client-visible behaviour is judged by the linearizability checker; bounded liveness
 //! by [`LivenessChecker`].
@@ -24,6 +28,7 @@ use super::{Node, Observation};
 
 pub const NAME: &str = "pbft_invariants";
 pub const LIVENESS: &str = "pbft_liveness";
+pub const OP_LIVENESS: &str = "pbft_op_liveness";
 
 #[derive(Debug, Default)]
 pub struct InvariantChecker {
@@ -180,6 +185,24 @@ impl Checker<Node> for InvariantChecker {
                         Some(_) => {}
                     }
                 }
+                Observation::Conflict {
+                    from,
+                    kind,
+                    view,
+                    seq,
+                } if honest && !self.byzantine.contains(&NodeId(*from)) => {
+                    violations.push(violation(
+                        "honest_equivocation",
+                        "no equivocation by honest replicas",
+                        format!(
+                            "{} received two different {kind:?} messages for view {view}, #{seq} \
+                             from honest n{from}",
+                            o.node
+                        ),
+                        o.time,
+                        vec![NodeId(*from), o.node],
+                    ));
+                }
                 _ => {}
             }
         }
@@ -248,6 +271,80 @@ impl Checker<Node> for LivenessChecker {
                     cites: Vec::new(),
                 });
             }
+        }
+        violations
+    }
+}
+
+/// Per-operation bounded liveness once the network is quiet and at most f replicas are
+/// faulty: every operation a client proxy took before the quiet phase and still held
+/// when it began is accepted (f+1 matching replies) within `bound` of the quiet phase's
+/// start — unless the proxy's incarnation ended (a crash loses its pending requests).
+/// The bound derives from the configuration (the binding: the capped view-change timer,
+/// two request timeouts, the capped client retry and ten ticks). When the quiet phase is
+/// shorter than the bound the property cannot be judged and nothing is reported.
+#[derive(Debug)]
+pub struct OpLivenessChecker {
+    pub bound: SimDuration,
+}
+
+impl Checker<Node> for OpLivenessChecker {
+    fn name(&self) -> &'static str {
+        OP_LIVENESS
+    }
+
+    fn check(&self, run: &RunOutput<Node>) -> Vec<Violation> {
+        let deadline = run.quiet_from + self.bound;
+        if run.quiet_from >= run.end_time || deadline > run.end_time {
+            return Vec::new();
+        }
+        // (node, incarnation, op) -> invoked at, accepted at.
+        let mut ops: BTreeMap<(NodeId, u32, OpId), (SimTime, Option<SimTime>)> = BTreeMap::new();
+        for o in &run.observations {
+            match &o.obs {
+                Observation::ProxyInvoked { op } if o.time < run.quiet_from => {
+                    ops.entry((o.node, o.incarnation, *op))
+                        .or_insert((o.time, None));
+                }
+                Observation::ProxyAccepted { op } => {
+                    if let Some((_, done)) = ops.get_mut(&(o.node, o.incarnation, *op))
+                        && done.is_none()
+                    {
+                        *done = Some(o.time);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut violations = Vec::new();
+        for ((node, incarnation, op), (invoked, done)) in ops {
+            if done.is_some_and(|t| t < run.quiet_from) {
+                continue;
+            }
+            // A proxy that crashed lost the operation with its process.
+            if run.final_incarnation.get(node.index()) != Some(&incarnation) {
+                continue;
+            }
+            if done.is_some_and(|t| t <= deadline) {
+                continue;
+            }
+            let late = match done {
+                Some(t) => format!("accepted only at {t}"),
+                None => "never accepted".to_string(),
+            };
+            violations.push(Violation {
+                checker: OP_LIVENESS,
+                kind: "operation_not_completed".to_string(),
+                property: "bounded liveness per operation",
+                message: format!(
+                    "{op} invoked on {node} at {invoked} was pending when the quiet phase \
+                     began at {} and not accepted within {} ({late})",
+                    run.quiet_from, self.bound
+                ),
+                time: Some(deadline),
+                nodes: vec![node],
+                cites: Vec::new(),
+            });
         }
         violations
     }

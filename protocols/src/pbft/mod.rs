@@ -43,8 +43,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
+use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use sim_core::linearizability::model::{KvOp, KvResult};
+use sim_core::process::{Effect, Lift};
 use sim_core::{Ctx, NodeId, OpId, Process, SimDuration, SimTime, TimerId};
 use storage::kv::EngineOpener;
 
@@ -80,6 +82,14 @@ pub enum Behaviour {
     /// Answers every request at once with a made-up result, also under other replicas'
     /// identities.
     ForgeReplies,
+    /// Two copies of one replica run with the same identity ([`Node`] holds both and
+    /// drives them through [`Ctx::nested`]), each an honest replica with its own disk
+    /// directory (`twin0/`, `twin1/`). Every incoming replica message reaches one copy or
+    /// both, as the node's seeded random stream decides (half the time both), so the
+    /// copies see different inputs and diverge: as primary they assign different
+    /// requests to one sequence number, as backups they prepare and commit different
+    /// values, and both sign as the same replica.
+    Twin,
 }
 
 impl std::str::FromStr for Behaviour {
@@ -93,10 +103,11 @@ impl std::str::FromStr for Behaviour {
             "replay" => Behaviour::Replay,
             "lie_view_change" => Behaviour::LieViewChange,
             "forge_replies" => Behaviour::ForgeReplies,
+            "twin" => Behaviour::Twin,
             other => {
                 return Err(format!(
                     "unknown Byzantine behaviour `{other}`; expected one of: silent, equivocate, \
-                     wrong_digest, replay, lie_view_change, forge_replies"
+                     wrong_digest, replay, lie_view_change, forge_replies, twin"
                 ));
             }
         })
@@ -122,6 +133,10 @@ pub struct Config {
     pub key: u64,
     /// Byzantine replicas and their behaviours.
     pub byzantine: BTreeMap<u32, Behaviour>,
+    /// Whether backups start view changes at all (`false` is a deliberately broken
+    /// setting, to show the per-operation liveness checker failing: a faulty primary is
+    /// then never replaced).
+    pub view_changes: bool,
 }
 
 impl Default for Config {
@@ -135,6 +150,7 @@ impl Default for Config {
             client_retry: SimDuration::from_millis(120),
             key: 0,
             byzantine: BTreeMap::new(),
+            view_changes: true,
         }
     }
 }
@@ -259,7 +275,7 @@ impl Bugs {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Timer {
     /// Retransmission, progress check, state fetch.
     Tick,
@@ -267,6 +283,16 @@ pub enum Timer {
     ViewChange { view: View },
     /// A client proxy's request got no result in time.
     ClientRetry { op: OpId, attempt: u32 },
+    /// A timer one copy of a twin replica set ([`Behaviour::Twin`]).
+    Twin { twin: u8, timer: Box<Timer> },
+}
+
+/// Which kind of message a sender equivocated with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ConflictKind {
+    PrePrepare,
+    Prepare,
+    Commit,
 }
 
 /// What the checkers see.
@@ -295,8 +321,21 @@ pub enum Observation {
     NewViewEntered { view: View, reissued: u64 },
     /// A message failed verification (forged or unauthenticated) and was dropped.
     Rejected { claimed: u32, reason: String },
+    /// Replica `from` sent this replica two authentic messages of one kind for one view
+    /// and sequence number with different digests (an equivocation; the first one
+    /// counts). Reported once per sender, kind, view and sequence number.
+    Conflict {
+        from: u32,
+        kind: ConflictKind,
+        view: View,
+        seq: Seq,
+    },
     /// A storage failure stopped this incarnation.
     Stopped { what: String, error: String },
+    /// This node's client proxy took operation `op` from the kernel's client.
+    ProxyInvoked { op: OpId },
+    /// This node's client proxy accepted a result for `op` (f+1 matching replies).
+    ProxyAccepted { op: OpId },
 }
 
 /// A sequence number's state at this replica.
@@ -373,6 +412,14 @@ pub struct Node {
     asked_view: View,
     /// Byzantine: messages to replay (an equivocating primary's second pre-prepares).
     replay: Vec<Signed>,
+    /// Equivocations already reported.
+    conflicts: BTreeSet<(ConflictKind, u32, View, Seq)>,
+    /// This instance is copy `i` of a twin replica (its disk directories under `twin<i>/`).
+    twin: Option<u8>,
+    /// A twin replica's node: the two copies it drives (empty otherwise).
+    twins: Vec<Node>,
+    /// Messages this handler sends once its writes are synced.
+    outbox: Vec<(Option<NodeId>, Signed)>,
 }
 
 impl fmt::Debug for Node {
@@ -419,6 +466,37 @@ impl Node {
             pending_stable: None,
             asked_view: 0,
             replay: Vec::new(),
+            conflicts: BTreeSet::new(),
+            twin: None,
+            twins: Vec::new(),
+            outbox: Vec::new(),
+        }
+    }
+
+    /// A directory of this replica's durable state (under `twin<i>/` for a twin copy).
+    fn dir(&self, base: &str) -> String {
+        match self.twin {
+            Some(i) => format!("twin{i}/{base}"),
+            None => base.to_string(),
+        }
+    }
+
+    /// Reports an equivocation by `from` once.
+    fn conflict(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        from: u32,
+        kind: ConflictKind,
+        view: View,
+        seq: Seq,
+    ) {
+        if self.conflicts.insert((kind, from, view, seq)) {
+            ctx.observe(Observation::Conflict {
+                from,
+                kind,
+                view,
+                seq,
+            });
         }
     }
 
@@ -431,6 +509,10 @@ impl Node {
     }
 
     fn behaviour(&self) -> Option<Behaviour> {
+        if self.twin.is_some() {
+            // Each copy of a twin is an honest replica; the lie is that there are two.
+            return None;
+        }
         self.config().byzantine.get(&self.me).copied()
     }
 
@@ -467,14 +549,37 @@ impl Node {
         }
     }
 
-    fn send(&self, ctx: &mut Ctx<'_, Self>, to: u32, body: Body) {
+    fn send(&mut self, _ctx: &mut Ctx<'_, Self>, to: u32, body: Body) {
         let msg = self.sign(body);
-        ctx.send(NodeId(to), msg);
+        self.outbox.push((Some(NodeId(to)), msg));
     }
 
-    fn broadcast(&self, ctx: &mut Ctx<'_, Self>, body: Body) {
+    fn broadcast(&mut self, _ctx: &mut Ctx<'_, Self>, body: Body) {
         let msg = self.sign(body);
-        ctx.broadcast(msg);
+        self.outbox.push((None, msg));
+    }
+
+    /// Queues `msg` for `to` (every other replica if `None`): it leaves at the end of
+    /// the handler, after the handler's writes are synced ([`Node::flush`]).
+    fn out(&mut self, to: Option<NodeId>, msg: Signed) {
+        self.outbox.push((to, msg));
+    }
+
+    /// Persist before you reveal: syncs this handler's log writes (one sync per handler),
+    /// then sends what the handler queued. If the incarnation stopped (a storage failure),
+    /// nothing leaves.
+    fn flush(&mut self, ctx: &mut Ctx<'_, Self>) {
+        self.sync(ctx);
+        let out = std::mem::take(&mut self.outbox);
+        if self.durable.is_none() {
+            return;
+        }
+        for (to, msg) in out {
+            match to {
+                Some(to) => ctx.send(to, msg),
+                None => ctx.broadcast(msg),
+            }
+        }
     }
 
     fn fail_stop(&mut self, ctx: &mut Ctx<'_, Self>, what: &str, error: impl fmt::Display) {
@@ -521,7 +626,7 @@ impl Node {
         };
         let op = OpId(request.op);
         if self.behaviour() == Some(Behaviour::ForgeReplies) {
-            self.forge_reply(ctx, request);
+            self.forge_reply(request);
         }
         if let Some((proxy, outcome)) = self.answered.get(&op).cloned()
             && !self.bugs.no_request_dedup
@@ -556,7 +661,7 @@ impl Node {
         }
     }
 
-    fn forge_reply(&self, ctx: &mut Ctx<'_, Self>, request: &Request) {
+    fn forge_reply(&mut self, request: &Request) {
         let outcome = match &request.operation {
             Operation::Get { .. } => Outcome::Get(Some("forged".to_string())),
             Operation::Put { .. } => Outcome::Put,
@@ -571,7 +676,7 @@ impl Node {
         // Under its own identity, and forged under every other replica's.
         for claimed in 0..self.n as u32 {
             let msg = Signed::new(self.secret, claimed, body.clone());
-            ctx.send(NodeId(request.proxy), msg);
+            self.out(Some(NodeId(request.proxy)), msg);
         }
     }
 
@@ -592,7 +697,6 @@ impl Node {
         self.next_seq += 1;
         self.assigned.insert(op);
         self.issue_pre_prepare(ctx, seq, value);
-        self.sync(ctx);
     }
 
     /// Primary: records and sends a pre-prepare for `seq` in the current view.
@@ -624,9 +728,9 @@ impl Node {
                 let victim = backups[(seq % backups.len() as u64) as usize];
                 for to in backups {
                     if to == victim {
-                        ctx.send(to, other.clone());
+                        self.out(Some(to), other.clone());
                     } else {
-                        ctx.send(to, pp.clone());
+                        self.out(Some(to), pp.clone());
                     }
                 }
                 self.replay.push(other);
@@ -638,9 +742,9 @@ impl Node {
                     digest: self.out_digest(d),
                     value,
                 });
-                ctx.broadcast(bad);
+                self.out(None, bad);
             }
-            _ => ctx.broadcast(pp),
+            _ => self.out(None, pp),
         }
         self.check_prepared(ctx, seq);
     }
@@ -682,6 +786,14 @@ impl Node {
         if !self.in_window(seq) || d != digest(&value) || !value_authentic(self.key(), &value) {
             return;
         }
+        let clash = self
+            .log
+            .get(&seq)
+            .and_then(|e| e.pp.as_ref())
+            .is_some_and(|(v, old, _, _)| *v == view && *old != d);
+        if clash {
+            self.conflict(ctx, msg.from, ConflictKind::PrePrepare, view, seq);
+        }
         let entry = self.log.entry(seq).or_default();
         if let Some((v, old, _, _)) = &entry.pp
             && *v == view
@@ -697,7 +809,7 @@ impl Node {
                 .entry(OpId(request.op))
                 .or_insert(value.clone());
             if self.behaviour() == Some(Behaviour::ForgeReplies) {
-                self.forge_reply(ctx, request);
+                self.forge_reply(request);
             }
         }
         self.log.entry(seq).or_default().pp = Some((view, d, value, msg));
@@ -715,9 +827,8 @@ impl Node {
             .entry((view, d))
             .or_default()
             .insert(me, prepare.clone());
-        self.sync(ctx);
         if self.behaviour() != Some(Behaviour::Silent) {
-            ctx.broadcast(prepare);
+            self.out(None, prepare);
         }
         self.arm_request_timer(ctx);
         self.check_prepared(ctx, seq);
@@ -728,6 +839,9 @@ impl Node {
             return;
         }
         let from = msg.from;
+        if self.clashes(seq, view, d, from, false) {
+            self.conflict(ctx, from, ConflictKind::Prepare, view, seq);
+        }
         self.log
             .entry(seq)
             .or_default()
@@ -736,6 +850,19 @@ impl Node {
             .or_default()
             .insert(from, msg);
         self.check_prepared(ctx, seq);
+    }
+
+    /// Whether `from` already sent a prepare (or commit) for `(view, seq)` with another
+    /// digest than `d`.
+    fn clashes(&self, seq: Seq, view: View, d: u64, from: u32, commits: bool) -> bool {
+        if from == self.me {
+            return false;
+        }
+        self.log.get(&seq).is_some_and(|e| {
+            let by = if commits { &e.commits } else { &e.prepares };
+            by.iter()
+                .any(|((v, other), m)| *v == view && *other != d && m.contains_key(&from))
+        })
     }
 
     /// If prepared at `seq` in the current view and COMMIT not yet sent: persist the
@@ -791,14 +918,13 @@ impl Node {
             .entry((view, d))
             .or_default()
             .insert(me, commit.clone());
-        self.sync(ctx);
         if self.behaviour() != Some(Behaviour::Silent) {
             ctx.observe(Observation::CommitSent {
                 view,
                 seq,
                 digest: out,
             });
-            ctx.broadcast(commit);
+            self.out(None, commit);
         }
         if self.bugs.execute_on_prepared {
             self.mark_committed(ctx, seq, view, d);
@@ -812,6 +938,9 @@ impl Node {
             return;
         }
         let from = msg.from;
+        if self.clashes(seq, view, d, from, true) {
+            self.conflict(ctx, from, ConflictKind::Commit, view, seq);
+        }
         self.log
             .entry(seq)
             .or_default()
@@ -866,7 +995,6 @@ impl Node {
             return;
         }
         self.log.entry(seq).or_default().committed = Some(cert);
-        self.sync(ctx);
         self.execute(ctx);
     }
 
@@ -985,7 +1113,7 @@ impl Node {
             .or_default()
             .insert(self.me, msg.clone());
         if self.behaviour() != Some(Behaviour::Silent) {
-            ctx.broadcast(msg);
+            self.out(None, msg);
         }
         self.check_stable(ctx, seq);
     }
@@ -1045,7 +1173,6 @@ impl Node {
         if !self.persist(ctx, "persist stable checkpoint", |s| s.set_stable(&stable)) {
             return;
         }
-        self.sync(ctx);
         let seq = stable.seq;
         ctx.observe(Observation::CheckpointStable { seq });
         if let Some((state, snapshot)) = self.own_checkpoints.remove(&seq)
@@ -1162,7 +1289,6 @@ impl Node {
             }
             entry.committed = Some(cert);
         }
-        self.sync(ctx);
         self.execute(ctx);
     }
 
@@ -1251,9 +1377,8 @@ impl Node {
             .entry(view)
             .or_default()
             .insert(self.me, vc.clone());
-        self.sync(ctx);
         if self.behaviour() != Some(Behaviour::Silent) {
-            ctx.broadcast(vc);
+            self.out(None, vc);
         }
         self.vc_timer_armed = None;
         self.arm_vc_timer(ctx);
@@ -1408,7 +1533,7 @@ impl Node {
             if self.is_primary()
                 && let Some(nv) = self.new_view.clone()
             {
-                ctx.send(NodeId(from), nv);
+                self.out(Some(NodeId(from)), nv);
             }
             return;
         }
@@ -1517,7 +1642,7 @@ impl Node {
             pre_prepares: Proof(pre_prepares.clone()),
         });
         if self.behaviour() != Some(Behaviour::Silent) {
-            ctx.broadcast(nv.clone());
+            self.out(None, nv.clone());
         }
         self.enter_view(ctx, view, nv, stable, pre_prepares);
     }
@@ -1589,7 +1714,10 @@ impl Node {
             return;
         }
         self.view = view;
-        self.active = true;
+        // Not active until the re-issued pre-prepares are in: a stable checkpoint from
+        // the view-change set moves the window, and a primary must not assign waiting
+        // requests at sequence numbers the NEW-VIEW re-issues.
+        self.active = false;
         self.last_active = view;
         self.new_view = Some(nv);
         self.view_changes = self.view_changes.split_off(&(view + 1));
@@ -1598,6 +1726,7 @@ impl Node {
         if stable.seq > self.stable.seq {
             self.make_stable(ctx, stable);
         }
+        self.active = true;
         let mut max_s = self.stable.seq;
         let primary = self.is_primary();
         for pp in pre_prepares {
@@ -1636,12 +1765,11 @@ impl Node {
                     .or_default()
                     .insert(self.me, prepare.clone());
                 if self.behaviour() != Some(Behaviour::Silent) {
-                    ctx.broadcast(prepare);
+                    self.out(None, prepare);
                 }
             }
         }
         self.next_seq = max_s.max(self.last_exec).max(self.stable.seq) + 1;
-        self.sync(ctx);
         ctx.observe(Observation::NewViewEntered { view, reissued });
         let seqs: Vec<Seq> = self.log.keys().copied().collect();
         for seq in seqs {
@@ -1669,11 +1797,12 @@ impl Node {
         let matching = p.replies.values().filter(|o| **o == outcome).count();
         if matching > self.f || self.bugs.client_trusts_first_reply {
             self.pending.remove(&op);
+            ctx.observe(Observation::ProxyAccepted { op });
             ctx.reply_ok(op, KvResult::from(&outcome));
         }
     }
 
-    fn proxy_send(&mut self, ctx: &mut Ctx<'_, Self>, op: OpId, to_all: bool) {
+    fn proxy_send(&mut self, op: OpId, to_all: bool) {
         let Some(p) = self.pending.get(&op) else {
             return;
         };
@@ -1685,11 +1814,11 @@ impl Node {
         let msg = self.sign(body);
         if to_all {
             for r in 0..self.n as u32 {
-                ctx.send(NodeId(r), msg.clone());
+                self.out(Some(NodeId(r)), msg.clone());
             }
         } else {
             let primary = self.primary(self.view);
-            ctx.send(NodeId(primary), msg);
+            self.out(Some(NodeId(primary)), msg);
         }
     }
 
@@ -1703,18 +1832,20 @@ impl Node {
         }
         match self.behaviour() {
             Some(Behaviour::Replay) => {
-                for m in self.replay.iter().take(8) {
-                    ctx.broadcast(m.clone());
+                let again: Vec<Signed> = self.replay.iter().take(8).cloned().collect();
+                for m in again {
+                    self.out(None, m);
                 }
             }
             Some(Behaviour::Equivocate) => {
                 for m in std::mem::take(&mut self.replay) {
-                    ctx.broadcast(m);
+                    self.out(None, m);
                 }
             }
             _ => {}
         }
         if self.active
+            && self.config().view_changes
             && !self.waiting.is_empty()
             && self.request_deadline.is_some_and(|d| ctx.now() >= d)
         {
@@ -1740,7 +1871,7 @@ impl Node {
                 .get(&self.view)
                 .and_then(|m| m.get(&self.me))
             {
-                ctx.broadcast(vc.clone());
+                self.out(None, vc.clone());
             }
             let from = self.last_exec + 1;
             self.broadcast(ctx, Body::Fetch { from });
@@ -1774,19 +1905,60 @@ impl Node {
             if *v != self.view {
                 continue;
             }
+            let mut again = Vec::new();
             if self.is_primary() {
-                ctx.broadcast(pp.clone());
+                again.push(pp.clone());
             } else if let Some(p) = e.prepares.get(&(*v, *d)).and_then(|m| m.get(&self.me)) {
-                ctx.broadcast(p.clone());
+                again.push(p.clone());
             }
             if let Some(c) = e.commits.get(&(*v, *d)).and_then(|m| m.get(&self.me)) {
-                ctx.broadcast(c.clone());
+                again.push(c.clone());
+            }
+            for m in again {
+                self.out(None, m);
             }
         }
         if self.is_primary() {
             let waiting: Vec<Value> = self.waiting.values().cloned().collect();
             for value in waiting {
                 self.assign(ctx, value);
+            }
+        }
+    }
+}
+
+impl Node {
+    /// Runs a handler of twin copy `i` through [`Ctx::nested`] and emits what it did as
+    /// this node: its messages as they are (both copies sign as this replica), its timers
+    /// tagged with `i`, its observations unchanged. Only copy 0 answers the kernel's
+    /// clients (both proxies track every operation; one completion per operation).
+    fn run_twin(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        i: usize,
+        run: impl FnOnce(&mut Node, &mut Ctx<'_, Node>),
+    ) {
+        let Some(copy) = self.twins.get_mut(i) else {
+            return;
+        };
+        let ((), effects) = ctx.nested(|inner| run(copy, inner));
+        let tag = i as u8;
+        let tag_timer = move |timer: Timer| Timer::Twin {
+            twin: tag,
+            timer: Box::new(timer),
+        };
+        let lift = Lift::<Node, Node> {
+            msg: &|m| m,
+            timer: &tag_timer,
+            obs: &Some,
+            reply: &Some,
+        };
+        for effect in effects {
+            if i != 0 && matches!(effect, Effect::Reply { .. }) {
+                continue;
+            }
+            if let Some(e) = effect.lift(&lift) {
+                ctx.forward(e);
             }
         }
     }
@@ -1809,24 +1981,34 @@ fn message_view(body: &Body) -> Option<View> {
     }
 }
 
-impl Process for Node {
-    type Msg = Msg;
-    type Timer = Timer;
-    type Op = KvOp;
-    type Reply = KvResult;
-    type Obs = Observation;
-
-    fn on_start(&mut self, ctx: &mut Ctx<'_, Self>) {
+impl Node {
+    fn start(&mut self, ctx: &mut Ctx<'_, Self>) {
         self.n = ctx.node_count();
         self.f = (self.n.saturating_sub(1)) / 3;
         self.me = ctx.id().0;
         self.secret = secret(self.key(), self.me, false);
+        if self.twin.is_none() && self.behaviour() == Some(Behaviour::Twin) {
+            // Two honest copies under one identity, each recovering from its own
+            // directories; this process only routes.
+            self.twins = (0..2u8)
+                .map(|i| {
+                    let mut copy = Node::new(self.settings.clone(), self.bugs);
+                    copy.twin = Some(i);
+                    copy
+                })
+                .collect();
+            for i in 0..2 {
+                self.run_twin(ctx, i, |t, inner| t.on_start(inner));
+            }
+            return;
+        }
         let disk = ctx.disk();
-        let sm = match StateMachine::open(self.settings.engine.as_ref(), disk.clone(), STATE_DIR) {
+        let (state_dir, log_dir) = (self.dir(STATE_DIR), self.dir(LOG_DIR));
+        let sm = match StateMachine::open(self.settings.engine.as_ref(), disk.clone(), &state_dir) {
             Ok(sm) => sm,
             Err(e) => return self.fail_stop(ctx, "recover state machine", e),
         };
-        let (store, recovered) = match Store::open(self.settings.engine.as_ref(), disk, LOG_DIR) {
+        let (store, recovered) = match Store::open(self.settings.engine.as_ref(), disk, &log_dir) {
             Ok(s) => s,
             Err(e) => return self.fail_stop(ctx, "recover log", e),
         };
@@ -1891,12 +2073,31 @@ impl Process for Node {
                 .or_default()
                 .insert(self.me, vc.clone());
             if self.behaviour() != Some(Behaviour::Silent) {
-                ctx.broadcast(vc);
+                self.out(None, vc);
             }
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, _from: NodeId, msg: Msg) {
+    fn message(&mut self, ctx: &mut Ctx<'_, Self>, from: NodeId, msg: Msg) {
+        if !self.twins.is_empty() {
+            // Replies are the (honest) client proxies' business: both copies get them.
+            // Everything else reaches one copy or both.
+            let to: &[usize] = if matches!(msg.body, Body::Reply { .. }) {
+                &[0, 1]
+            } else {
+                match ctx.rng().random_range(0..4u32) {
+                    0 => &[0, 1],
+                    1 => &[1, 0],
+                    2 => &[0],
+                    _ => &[1],
+                }
+            };
+            for &i in to {
+                let msg = msg.clone();
+                self.run_twin(ctx, i, |t, inner| t.on_message(inner, from, msg));
+            }
+            return;
+        }
         if self.durable.is_none() {
             return;
         }
@@ -1963,7 +2164,7 @@ impl Process for Node {
                     && self.active
                     && let Some(nv) = self.new_view.clone()
                 {
-                    ctx.send(NodeId(msg.from), nv);
+                    self.out(Some(NodeId(msg.from)), nv);
                 }
             }
             Body::Certs { certs } => self.on_certs(ctx, certs),
@@ -1975,10 +2176,17 @@ impl Process for Node {
             } => self.on_state(ctx, seq, state, proof, snapshot),
             Body::Reply { .. } => {}
         }
-        self.sync(ctx);
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _id: TimerId, timer: Timer) {
+    fn timer(&mut self, ctx: &mut Ctx<'_, Self>, id: TimerId, timer: Timer) {
+        if !self.twins.is_empty() {
+            if let Timer::Twin { twin, timer } = timer
+                && (twin as usize) < self.twins.len()
+            {
+                self.run_twin(ctx, twin as usize, |t, inner| t.on_timer(inner, id, *timer));
+            }
+            return;
+        }
         if self.durable.is_none() {
             return;
         }
@@ -1990,13 +2198,12 @@ impl Process for Node {
                     self.start_view_change(ctx, view + 1);
                 }
             }
+            Timer::Twin { .. } => {}
             Timer::ClientRetry { op, attempt } => {
                 if self.pending.contains_key(&op) {
-                    if attempt >= 8 {
-                        self.pending.remove(&op);
-                        return;
-                    }
-                    self.proxy_send(ctx, op, true);
+                    // It never gives up (the kernel's client may have timed out): an
+                    // operation invoked completes once the cluster can make progress.
+                    self.proxy_send(op, true);
                     let after = SimDuration::from_micros(
                         self.config().client_retry.as_micros() << attempt.min(2),
                     );
@@ -2004,16 +2211,23 @@ impl Process for Node {
                         after,
                         Timer::ClientRetry {
                             op,
-                            attempt: attempt + 1,
+                            attempt: attempt.saturating_add(1),
                         },
                     );
                 }
             }
         }
-        self.sync(ctx);
     }
 
-    fn on_client(&mut self, ctx: &mut Ctx<'_, Self>, op: OpId, request: KvOp) {
+    fn client(&mut self, ctx: &mut Ctx<'_, Self>, op: OpId, request: KvOp) {
+        if !self.twins.is_empty() {
+            // Both copies' proxies send the request; the client hears from the first.
+            for i in 0..2 {
+                let request = request.clone();
+                self.run_twin(ctx, i, |t, inner| t.on_client(inner, op, request));
+            }
+            return;
+        }
         if self.durable.is_none() {
             return ctx.reply_fail(op, "node unavailable");
         }
@@ -2032,12 +2246,45 @@ impl Process for Node {
                 replies: BTreeMap::new(),
             },
         );
-        self.proxy_send(ctx, op, false);
+        ctx.observe(Observation::ProxyInvoked { op });
+        self.proxy_send(op, false);
         let after = self.config().client_retry;
         ctx.set_timer(after, Timer::ClientRetry { op, attempt: 0 });
     }
+}
+
+/// Every handler ends with [`Node::flush`]: one sync of what it wrote, then its messages.
+impl Process for Node {
+    type Msg = Msg;
+    type Timer = Timer;
+    type Op = KvOp;
+    type Reply = KvResult;
+    type Obs = Observation;
+
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Self>) {
+        self.start(ctx);
+        self.flush(ctx);
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, from: NodeId, msg: Msg) {
+        self.message(ctx, from, msg);
+        self.flush(ctx);
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, id: TimerId, timer: Timer) {
+        self.timer(ctx, id, timer);
+        self.flush(ctx);
+    }
+
+    fn on_client(&mut self, ctx: &mut Ctx<'_, Self>, op: OpId, request: KvOp) {
+        self.client(ctx, op, request);
+        self.flush(ctx);
+    }
 
     fn is_leader(&self) -> bool {
+        if let Some(first) = self.twins.first() {
+            return first.is_leader();
+        }
         self.active && self.durable.is_some() && self.is_primary()
     }
 }

@@ -10,6 +10,7 @@ use sim_core::kv_workload::KvWorkload;
 use sim_core::linearizability::{HistoryOp, LinearizabilityChecker};
 use sim_core::rng::SimRng;
 use sim_core::{Checker, ClientId, NodeId, RunOutput};
+use storage::kv::EngineSyncPolicy;
 
 use crate::duration::Duration;
 use crate::engines;
@@ -24,11 +25,15 @@ pub static ENTRY: ProtocolEntry = ProtocolEntry {
     checkers: &[
         CheckerInfo {
             name: checker::NAME,
-            properties: "agreement across views, commit certificate before execution, exactly-once execution, checkpoint agreement, total order",
+            properties: "agreement across views, commit certificate before execution, exactly-once execution, checkpoint agreement, total order, no equivocation by honest replicas",
         },
         CheckerInfo {
             name: checker::LIVENESS,
             properties: "bounded liveness: in the quiet phase every honest replica up catches up with the others",
+        },
+        CheckerInfo {
+            name: checker::OP_LIVENESS,
+            properties: "bounded liveness per operation: every operation pending when the quiet phase begins is accepted within a bound derived from the timeouts",
         },
         CheckerInfo {
             name: LinearizabilityChecker::NAME,
@@ -53,6 +58,8 @@ struct SettingsFile {
     view_change_timeout: Option<Duration>,
     tick: Option<Duration>,
     client_retry: Option<Duration>,
+    /// `false` disables view changes (a deliberately broken setting, for tests).
+    view_changes: Option<bool>,
     /// Byzantine replicas: `{ 3 = "equivocate" }` (node id → behaviour).
     byzantine: Option<toml::Spanned<BTreeMap<String, toml::Spanned<String>>>>,
 }
@@ -87,6 +94,9 @@ fn settings(file: &str, text: &str) -> Result<Config, ScenarioError> {
     if let Some(d) = raw.client_retry {
         config.client_retry = d.0;
     }
+    if let Some(v) = raw.view_changes {
+        config.view_changes = v;
+    }
     if let Some(table) = &raw.byzantine {
         for (node, behaviour) in table.get_ref() {
             let id: u32 = node.parse().map_err(|_| {
@@ -117,14 +127,16 @@ fn settings(file: &str, text: &str) -> Result<Config, ScenarioError> {
     Ok(config)
 }
 
-/// Committed requests, view changes, rejected messages, and messages per committed
-/// request.
-fn measure(run: &RunOutput<Node>) -> Vec<Metric> {
+/// Committed requests, view changes, rejected messages, equivocations honest replicas
+/// saw, and messages per committed request.
+fn measure(run: &RunOutput<Node>, byzantine: &BTreeSet<NodeId>) -> Vec<Metric> {
     let mut committed = BTreeSet::new();
     let mut views = BTreeSet::new();
     let mut rejected = 0u64;
+    let mut conflicts = 0u64;
     for o in &run.observations {
         match &o.obs {
+            Observation::Conflict { .. } if !byzantine.contains(&o.node) => conflicts += 1,
             Observation::Executed {
                 op: Some(op),
                 effective: true,
@@ -154,6 +166,10 @@ fn measure(run: &RunOutput<Node>) -> Vec<Metric> {
             value: rejected,
         },
         Metric {
+            name: "equivocations_seen",
+            value: conflicts,
+        },
+        Metric {
             name: "messages_per_committed_request",
             value: run.stats.messages_sent.checked_div(commands).unwrap_or(0),
         },
@@ -169,13 +185,23 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
     let n = scenario.sim.node_count;
     let f = (n - 1) / 3;
     let byzantine: BTreeSet<NodeId> = config.byzantine.keys().map(|&id| NodeId(id)).collect();
-    let per_node: Vec<Settings> = engines::openers(scenario, options.engine_bugs(scenario))?
-        .into_iter()
-        .map(|engine| Settings {
+    // The protocol syncs explicitly before it reveals anything (one sync per handler,
+    // before its messages leave), so its engines do not sync every write: an unsynced
+    // write can be lost or torn in a crash.
+    let mut per_node: Vec<Settings> = Vec::new();
+    for name in &scenario.engines {
+        let engine = engines::opener_tuned(
+            name,
+            EngineSyncPolicy::Explicit,
+            options.engine_bugs(scenario),
+            &scenario.engine_tuning,
+        )
+        .ok_or_else(|| ScenarioError::Options(format!("unknown storage engine {name}")))?;
+        per_node.push(Settings {
             config: config.clone(),
             engine,
-        })
-        .collect();
+        });
+    }
     let factory = move |node: NodeId| Node::new(per_node[node.index()].clone(), bugs);
     let (keys, mix) = scenario.kv_workload.unwrap_or((5, Default::default()));
     let (literals, rate) = scenario.kv_literal_values.clone();
@@ -188,12 +214,25 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
             + 2 * config.request_timeout.as_micros()
             + 20 * config.tick.as_micros(),
     );
+    // An operation pending when the quiet phase begins: the view-change timer at its cap,
+    // a request timeout to notice a faulty primary and one for the new view to execute
+    // it, the client's capped retransmission period, and ten ticks of catching up.
+    let op_bound = sim_core::SimDuration::from_micros(
+        8 * config.view_change_timeout.as_micros()
+            + 2 * config.request_timeout.as_micros()
+            + 4 * config.client_retry.as_micros()
+            + 10 * config.tick.as_micros(),
+    );
     let checkers: Vec<Box<dyn Checker<pbft::Node>>> = vec![
         Box::new(checker::InvariantChecker {
             f,
             byzantine: byzantine.clone(),
         }),
-        Box::new(checker::LivenessChecker { settle, byzantine }),
+        Box::new(checker::LivenessChecker {
+            settle,
+            byzantine: byzantine.clone(),
+        }),
+        Box::new(checker::OpLivenessChecker { bound: op_bound }),
         Box::new(LinearizabilityChecker::default()),
     ];
     run_protocol_measured(
@@ -205,6 +244,8 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
         Some(|out: &RunOutput<pbft::Node>| {
             sim_core::linearizability::write_history(&HistoryOp::from_history(&out.history))
         }),
-        Some(Box::new(measure)),
+        Some(Box::new(move |out: &RunOutput<Node>| {
+            measure(out, &byzantine)
+        })),
     )
 }
