@@ -534,6 +534,7 @@ impl Checker<Node> for HintsChecker {
         #[derive(Default)]
         struct State {
             stored: Option<SimTime>,
+            expires_us: u64,
             delivered: bool,
             removed: bool,
             expired: bool,
@@ -541,8 +542,43 @@ impl Checker<Node> for HintsChecker {
         let mut hints: BTreeMap<(u32, u64), State> = BTreeMap::new();
         for o in &run.observations {
             match &o.obs {
-                Observation::HintStored { hint, .. } => {
-                    hints.entry(*hint).or_default().stored = Some(o.time)
+                Observation::HintStored {
+                    hint, expires_us, ..
+                } => {
+                    let s = hints.entry(*hint).or_default();
+                    s.stored = Some(o.time);
+                    s.expires_us = *expires_us;
+                }
+                Observation::Recovered { hints: kept } => {
+                    // A crash can cut a handler between a hint's removal reaching the
+                    // disk and its report: a delivered hint missing after the restart
+                    // was removed, and one past its TTL may have expired. One neither
+                    // delivered nor due is lost, reported at once.
+                    let holder = o.node.0;
+                    for (hint, s) in hints.range_mut((holder, 0)..=(holder, u64::MAX)) {
+                        if s.stored.is_none() || s.removed || s.expired || kept.contains(&hint.1) {
+                            continue;
+                        }
+                        if s.delivered {
+                            s.removed = true;
+                        } else if o.time.as_micros() >= s.expires_us {
+                            s.expired = true;
+                        } else {
+                            out.push(violation(
+                                HINTS,
+                                "hint_lost",
+                                HINTED,
+                                format!(
+                                    "hint {hint:?} stored at {} is not on its holder's disk when it restarts, undelivered",
+                                    s.stored.map_or_else(String::new, |t| t.to_string())
+                                ),
+                                Some(o.time),
+                                vec![NodeId(hint.0)],
+                            ));
+                            // Reported once.
+                            s.expired = true;
+                        }
+                    }
                 }
                 Observation::HintDelivered { hint } => {
                     hints.entry(*hint).or_default().delivered = true

@@ -410,6 +410,13 @@ pub enum Observation {
         hint: (u32, u64),
         owner: u32,
         key: String,
+        /// When the hint's TTL runs out (simulated µs).
+        expires_us: u64,
+    },
+    /// The node recovered from its disk, holding these hints (a hint its previous
+    /// incarnation held and this list lacks was removed, or lost, by the crash).
+    Recovered {
+        hints: Vec<u64>,
     },
     HintDelivered {
         hint: (u32, u64),
@@ -611,6 +618,19 @@ impl Node {
     /// Stores `object` as `key`'s versions (or removes the key if `None`), updating the
     /// Merkle leaf in the same synced batch. Returns false if the disk failed.
     fn put_record(&mut self, ctx: &mut Ctx<'_, Self>, key: &str, object: Option<Object>) -> bool {
+        self.store_record(ctx, key, object, None)
+    }
+
+    /// [`Self::put_record`], and with `collected = Some(digest)` (only with `object =
+    /// None`) the record of the collected tombstone in the same batch, so that a crash
+    /// cannot separate the removal from the record that recognises a copy shipped back.
+    fn store_record(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        key: &str,
+        object: Option<Object>,
+        collected: Option<u64>,
+    ) -> bool {
         let now_us = ctx.now().as_micros();
         let old = self.records.get(key).cloned();
         let old_contribution = old.as_ref().map_or(0, |r| r.merkle_contribution);
@@ -650,6 +670,8 @@ impl Node {
             leaves: vec![((range, leaf), leaf_hash)],
             collected: if collected_cleared {
                 vec![(key, None)]
+            } else if let Some(digest) = collected {
+                vec![(key, Some(digest))]
             } else {
                 Vec::new()
             },
@@ -665,6 +687,8 @@ impl Node {
         self.leaves.insert((range, leaf), leaf_hash);
         if collected_cleared {
             self.collected.remove(key);
+        } else if let Some(digest) = collected {
+            self.collected.insert(key.to_string(), digest);
         }
         match record {
             Some(r) => self.records.insert(key.to_string(), r),
@@ -789,6 +813,15 @@ impl Node {
             },
             self.bugs.flaws(),
         );
+        // Reported before the version is stored: a crash inside the store may still
+        // leave the version on disk (its batch written, the handler cut short), and the
+        // checkers must know which write a surviving dot stands for. A dot whose version
+        // never reached the disk is simply never acknowledged nor final.
+        ctx.observe(Observation::Coordinated {
+            key: key.clone(),
+            id,
+            dot,
+        });
         let stored = if naive_delete {
             self.put_record(ctx, &key, None)
         } else {
@@ -802,11 +835,6 @@ impl Node {
             );
             return;
         }
-        ctx.observe(Observation::Coordinated {
-            key: key.clone(),
-            id,
-            dot,
-        });
         let token = self.token();
         for &r in replicas.iter().filter(|&&r| r != self.me()) {
             let msg = if naive_delete {
@@ -1224,23 +1252,14 @@ impl Node {
 
     fn collect(&mut self, ctx: &mut Ctx<'_, Self>, key: &str, digest: u64) {
         let dots = self.local_object(key).dots();
-        if self.put_record(ctx, key, None) {
-            let change = Change {
-                collected: vec![(key, Some(digest))],
-                ..Change::default()
-            };
-            if let Some(store) = self.store.as_mut()
-                && let Err(e) = store.commit(&change, true)
-            {
-                self.fail(ctx, "record a collection", e);
-                return;
-            }
-            self.collected.insert(key.to_string(), digest);
-            ctx.observe(Observation::Collected {
-                key: key.to_string(),
-                dots,
-            });
-        }
+        // Reported before the removal: a crash inside it may still let the removal
+        // reach the disk, and a version that stays is still final, so the report is
+        // harmless if it does not.
+        ctx.observe(Observation::Collected {
+            key: key.to_string(),
+            dots,
+        });
+        self.store_record(ctx, key, None, Some(digest));
     }
 
     fn snapshot(&mut self, ctx: &mut Ctx<'_, Self>) {
@@ -1430,6 +1449,7 @@ impl Node {
             hint: (self.me(), hint.id),
             owner,
             key,
+            expires_us: hint.created_us + self.settings.timing.hint_ttl.as_micros(),
         });
         self.hints.insert(hint.id, hint);
         ctx.send(from, Msg::HintAck { owner, token });
@@ -1471,6 +1491,9 @@ impl Process for Node {
                 self.hints = r.hints;
                 self.leaves = r.leaves;
                 self.collected = r.collected;
+                ctx.observe(Observation::Recovered {
+                    hints: self.hints.keys().copied().collect(),
+                });
             }
             Err(e) => {
                 self.fail(ctx, "recover", e);
