@@ -51,6 +51,7 @@ use std::sync::Arc;
 
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
+use sim_core::process::{Effect, Lift};
 use sim_core::{Completion, Ctx, NodeId, OpId, Process, SimDuration, TimerId};
 use storage::kv::EngineOpener;
 
@@ -58,6 +59,7 @@ use self::ring::Ring;
 use self::store::{Change, Hint, Record, Store};
 use self::version::{Dot, MergeFlaws, Object, Sibling, Vv};
 use crate::common::{BugFlag, BugFlagError, unknown};
+use crate::gossip;
 
 /// Where a node keeps its durable state on its disk.
 const DIR: &str = "dynamo";
@@ -67,6 +69,8 @@ pub const LEAVES: u32 = 16;
 const COUNTER_BLOCK: u64 = 64;
 /// At most this many hints offered per tick.
 const HANDOFF_PER_TICK: usize = 32;
+/// Hints for owners the membership takes to be down are offered every this many rounds.
+const DOWN_OFFER_EVERY: u64 = 4;
 
 /// The quorum parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,12 +166,15 @@ impl Timing {
     }
 }
 
-/// Which nodes are members, with their weights. Static for now: every node of the
-/// scenario (the SWIM membership of `gossip` is not wired in yet).
+/// Which nodes own the ring, with their weights (every node of the scenario), and how a
+/// node learns which of them are up: `swim = None` is the static mode (every node is
+/// taken to be up), `Some(config)` embeds a SWIM member ([`gossip`]) whose verdicts
+/// decide it (a member it holds suspect, dead, departed or removed is not contacted).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Membership {
     pub weights: Vec<f64>,
     pub vnodes: u32,
+    pub swim: Option<Arc<gossip::Config>>,
 }
 
 impl Membership {
@@ -380,14 +387,24 @@ pub enum Msg {
         digest: u64,
         ok: bool,
     },
+    /// The embedded SWIM member's message.
+    Gossip(gossip::Msg),
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub enum Timer {
     Tick,
-    HintAfter { token: u64 },
-    Expire { token: u64 },
-    RepairDone { token: u64 },
+    HintAfter {
+        token: u64,
+    },
+    Expire {
+        token: u64,
+    },
+    RepairDone {
+        token: u64,
+    },
+    /// The embedded SWIM member's timer (the same timer id as the inner one).
+    Gossip(gossip::Timer),
 }
 
 /// A version as a snapshot reports it: its dot, its write's id, whether it is a tombstone.
@@ -413,6 +430,8 @@ pub enum Observation {
         /// When the hint's TTL runs out (simulated µs).
         expires_us: u64,
     },
+    /// The embedded SWIM member's observation (its incarnations and its view changes).
+    Membership(gossip::Observation),
     /// The node recovered from its disk, holding these hints (a hint its previous
     /// incarnation held and this list lacks was removed, or lost, by the crash).
     Recovered {
@@ -467,6 +486,8 @@ enum Pending {
         replicas: Vec<u32>,
         acked: BTreeSet<u32>,
         hinted: BTreeSet<u32>,
+        /// Replicas a hint has been sent for (at most one hint each).
+        hints_sent: BTreeSet<u32>,
         answered: bool,
         naive_delete: bool,
     },
@@ -502,11 +523,15 @@ pub struct Node {
     /// Tombstone collection in progress: key → (digest, replicas that said yes).
     gc: BTreeMap<String, (u64, BTreeSet<u32>)>,
     last_hint_round_us: u64,
+    hint_rounds: u64,
     last_ae_round_us: u64,
     ae_rounds: u64,
     last_change_us: u64,
     snapshot_due: bool,
     failed: bool,
+    /// The embedded SWIM member (membership `swim`), and its view: member → state.
+    swim: Option<gossip::Node>,
+    view: BTreeMap<u32, gossip::State>,
 }
 
 impl Node {
@@ -528,11 +553,69 @@ impl Node {
             next_token: 0,
             gc: BTreeMap::new(),
             last_hint_round_us: 0,
+            hint_rounds: 0,
             last_ae_round_us: 0,
             ae_rounds: 0,
             last_change_us: 0,
             snapshot_due: true,
             failed: false,
+            swim: None,
+            view: BTreeMap::new(),
+        }
+    }
+
+    /// Whether this node takes `node` to be up: itself always; another unless the SWIM
+    /// member holds it suspect, dead, departed or removed (static mode: always).
+    fn is_up(&self, node: u32) -> bool {
+        node == self.me()
+            || !matches!(
+                self.view.get(&node),
+                Some(
+                    gossip::State::Suspect
+                        | gossip::State::Dead
+                        | gossip::State::Left
+                        | gossip::State::Removed
+                )
+            )
+    }
+
+    /// Runs a handler of the embedded SWIM member and emits its effects, following its
+    /// view; a member that comes back up is offered its hints at once.
+    fn with_swim(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        run: impl FnOnce(&mut gossip::Node, &mut Ctx<'_, gossip::Node>),
+    ) {
+        let Some(mut swim) = self.swim.take() else {
+            return;
+        };
+        let ((), effects) = ctx.nested(|inner| run(&mut swim, inner));
+        self.swim = Some(swim);
+        let lift = Lift::<gossip::Node, Node> {
+            msg: &Msg::Gossip,
+            timer: &Timer::Gossip,
+            obs: &|o| Some(Observation::Membership(o)),
+            reply: &|()| None,
+        };
+        let mut back = Vec::new();
+        for effect in effects {
+            if let Effect::Observe {
+                obs: gossip::Observation::View { member, state, .. },
+            } = &effect
+                && member.0 != self.me()
+            {
+                let was_up = self.is_up(member.0);
+                self.view.insert(member.0, *state);
+                if !was_up && self.is_up(member.0) {
+                    back.push(member.0);
+                }
+            }
+            if let Some(e) = effect.lift(&lift) {
+                ctx.forward(e);
+            }
+        }
+        for owner in back {
+            self.offer_hints(ctx, Some(owner), false);
         }
     }
 
@@ -755,7 +838,12 @@ impl Node {
                 match origin {
                     Origin::Client(op_id) => {
                         let token = self.token();
-                        let to = NodeId(pref[0]);
+                        let to = NodeId(
+                            pref.iter()
+                                .copied()
+                                .find(|&r| self.is_up(r))
+                                .unwrap_or(pref[0]),
+                        );
                         self.pending.insert(token, Pending::Forwarded { op: op_id });
                         ctx.send(to, Msg::Forward { token, op });
                         ctx.set_timer(
@@ -836,7 +924,13 @@ impl Node {
             return;
         }
         let token = self.token();
+        let mut skipped = false;
         for &r in replicas.iter().filter(|&&r| r != self.me()) {
+            if !self.is_up(r) {
+                // Not contacted: its fallback gets a hint right away.
+                skipped = true;
+                continue;
+            }
             let msg = if naive_delete {
                 Msg::Remove {
                     key: key.clone(),
@@ -859,11 +953,15 @@ impl Node {
             replicas,
             acked: BTreeSet::from([self.me()]),
             hinted: BTreeSet::new(),
+            hints_sent: BTreeSet::new(),
             answered: false,
             naive_delete,
         };
         self.pending.insert(token, pending);
         self.check_write(ctx, token);
+        if skipped {
+            self.send_hints(ctx, token, true);
+        }
         if self.pending.contains_key(&token) {
             ctx.set_timer(self.settings.timing.hint_after, Timer::HintAfter { token });
             ctx.set_timer(
@@ -899,12 +997,16 @@ impl Node {
         }
     }
 
-    fn send_hints(&mut self, ctx: &mut Ctx<'_, Self>, token: u64) {
+    /// Sends a hint for each replica that has not acknowledged (`only_down`: each one
+    /// this node takes to be down), to a fallback chosen per key and owner so that hints
+    /// spread over the fallbacks, skipping fallbacks taken to be down.
+    fn send_hints(&mut self, ctx: &mut Ctx<'_, Self>, token: u64, only_down: bool) {
         let Some(Pending::Write {
             key,
             object,
             replicas,
             acked,
+            hints_sent,
             naive_delete: false,
             ..
         }) = self.pending.get(&token)
@@ -916,11 +1018,26 @@ impl Node {
             return;
         }
         let spread = xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize;
+        let mut sends = Vec::new();
         for (i, &owner) in replicas.iter().enumerate() {
-            if acked.contains(&owner) {
+            if acked.contains(&owner)
+                || hints_sent.contains(&owner)
+                || (only_down && self.is_up(owner))
+            {
                 continue;
             }
-            let fallback = fallbacks[(spread + i) % fallbacks.len()];
+            let first = (spread + i) % fallbacks.len();
+            let fallback = (0..fallbacks.len())
+                .map(|j| fallbacks[(first + j) % fallbacks.len()])
+                .find(|&f| self.is_up(f))
+                .unwrap_or(fallbacks[first]);
+            sends.push((owner, fallback));
+        }
+        let (key, object) = (key.clone(), object.clone());
+        if let Some(Pending::Write { hints_sent, .. }) = self.pending.get_mut(&token) {
+            hints_sent.extend(sends.iter().map(|&(owner, _)| owner));
+        }
+        for (owner, fallback) in sends {
             ctx.send(
                 NodeId(fallback),
                 Msg::Hint {
@@ -1132,9 +1249,21 @@ impl Node {
                 });
             }
         }
+        self.hint_rounds += 1;
+        // Owners taken to be down are offered their hints only every
+        // `DOWN_OFFER_EVERY` rounds: a membership view can be wrong (a live node
+        // declared dead until its refutation spreads), and a hint must not wait on it.
+        let all = self.hint_rounds.is_multiple_of(DOWN_OFFER_EVERY);
+        self.offer_hints(ctx, None, all);
+    }
+
+    /// Offers held hints to their owners (only `owner`'s if given; owners taken to be
+    /// down only with `down_too`), at most `HANDOFF_PER_TICK`.
+    fn offer_hints(&mut self, ctx: &mut Ctx<'_, Self>, owner: Option<u32>, down_too: bool) {
         let offers: Vec<(u64, u32, String, Object)> = self
             .hints
             .values()
+            .filter(|h| owner.is_none_or(|o| h.owner == o) && (down_too || self.is_up(h.owner)))
             .take(HANDOFF_PER_TICK)
             .map(|h| (h.id, h.owner, h.key.clone(), h.object.clone()))
             .collect();
@@ -1175,7 +1304,10 @@ impl Node {
     fn anti_entropy_round(&mut self, ctx: &mut Ctx<'_, Self>) {
         self.ae_rounds += 1;
         for (range, set) in self.my_ranges() {
-            let peers: Vec<u32> = set.into_iter().filter(|&p| p != self.me()).collect();
+            let peers: Vec<u32> = set
+                .into_iter()
+                .filter(|&p| p != self.me() && self.is_up(p))
+                .collect();
             if peers.is_empty() {
                 continue;
             }
@@ -1399,6 +1531,7 @@ impl Node {
                         && self.collected.get(&key) == Some(&digest));
                 ctx.send(from, Msg::GcReply { key, digest, ok });
             }
+            Msg::Gossip(m) => self.with_swim(ctx, |g, c| g.on_message(c, from, m)),
             Msg::GcReply { key, digest, ok } => {
                 if let Some((d, yes)) = self.gc.get_mut(&key)
                     && *d == digest
@@ -1500,6 +1633,19 @@ impl Process for Node {
                 return;
             }
         }
+        if let Some(config) = self.settings.membership.swim.clone() {
+            // The SWIM member keeps its incarnation in its own directory of this disk,
+            // in the same engine as the data.
+            self.swim = Some(gossip::Node::new(
+                gossip::Settings {
+                    config,
+                    leave_at: None,
+                    engine: self.settings.engine.clone(),
+                },
+                gossip::Bugs::default(),
+            ));
+            self.with_swim(ctx, |m, c| m.on_start(c));
+        }
         self.last_change_us = ctx.now().as_micros();
         let jitter = ctx
             .rng()
@@ -1514,10 +1660,15 @@ impl Process for Node {
         self.handle(ctx, from, msg);
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _id: TimerId, timer: Timer) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, id: TimerId, timer: Timer) {
         match timer {
             Timer::Tick => self.tick(ctx),
-            Timer::HintAfter { token } => self.send_hints(ctx, token),
+            Timer::HintAfter { token } => self.send_hints(ctx, token, false),
+            Timer::Gossip(t) => {
+                if !self.failed {
+                    self.with_swim(ctx, |m, c| m.on_timer(c, id, t));
+                }
+            }
             Timer::RepairDone { token } => self.finish_read(ctx, token),
             Timer::Expire { token } => match self.pending.remove(&token) {
                 Some(Pending::Write {

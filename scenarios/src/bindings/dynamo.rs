@@ -1,9 +1,12 @@
 //! Dynamo-style replication, bound to scenario files.
 
+use std::sync::Arc;
+
 use protocols::dynamo::workload::{DynamoWorkload, WorkloadShape};
 use protocols::dynamo::{
     BUG_FLAGS, Bugs, Membership, Node, Observation, Quorum, Settings, Timing, checker, ring,
 };
+use protocols::gossip;
 use serde::Deserialize;
 use sim_core::fault::{Fault, FaultKind};
 use sim_core::{Checker, NodeId, RunOutput, SimDuration, SimTime};
@@ -84,6 +87,8 @@ struct SettingsFile {
     tombstone_grace: Option<Duration>,
     repair_wait: Option<Duration>,
     settle: Option<Duration>,
+    membership: Option<Spanned<String>>,
+    swim_probe_interval: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -142,7 +147,41 @@ fn settings(file: &str, text: &str) -> Result<DynamoSettings, ScenarioError> {
         Some(w) => w.get_ref().clone(),
         None => vec![1.0; nodes],
     };
-    let membership = Membership { weights, vnodes };
+    let swim = match raw
+        .membership
+        .as_ref()
+        .map(|m| (m.get_ref().as_str(), m.span()))
+    {
+        Some(("static", _)) => None,
+        None | Some(("swim", _)) => {
+            let probe = raw
+                .swim_probe_interval
+                .map_or(SimDuration::from_millis(100), |d| d.0);
+            let config = gossip::Config {
+                probe_interval: probe,
+                ack_timeout: SimDuration(probe.0 / 4),
+                // Push-pull often, so that a live member declared dead near the end
+                // of the faults learns it and refutes within the quiet phase.
+                push_pull_interval: SimDuration(probe.0 * 5),
+                ..gossip::Config::default()
+            };
+            config
+                .validate(nodes)
+                .map_err(|m| error(span.clone(), format!("[settings]: swim: {m}")))?;
+            Some(Arc::new(config))
+        }
+        Some((other, at)) => {
+            return Err(error(
+                Some(at),
+                format!("[settings]: membership = \"{other}\"; expected \"static\" or \"swim\""),
+            ));
+        }
+    };
+    let membership = Membership {
+        weights,
+        vnodes,
+        swim,
+    };
     if let Err(e) = membership.ring() {
         let at = raw
             .weights
