@@ -387,6 +387,14 @@ pub enum Msg {
         digest: u64,
         ok: bool,
     },
+    /// Do you hold any version of `key`? (To forget a collected tombstone's record.)
+    ForgetQuery {
+        key: String,
+    },
+    ForgetReply {
+        key: String,
+        absent: bool,
+    },
     /// The embedded SWIM member's message.
     Gossip(gossip::Msg),
 }
@@ -466,6 +474,13 @@ pub enum Observation {
         /// key → (range, versions as (dot, write id, is tombstone)).
         keys: BTreeMap<String, (u32, Vec<VersionSummary>)>,
         roots: BTreeMap<u32, (Vec<u32>, u64)>,
+        /// Records of collected tombstones this node still keeps (`g/<key>`).
+        remembered: u32,
+    },
+    /// This node dropped its record of `key`'s collected tombstone: no replica of the
+    /// key holds any version of it any more.
+    Forgot {
+        key: String,
     },
 }
 
@@ -522,6 +537,9 @@ pub struct Node {
     next_token: u64,
     /// Tombstone collection in progress: key → (digest, replicas that said yes).
     gc: BTreeMap<String, (u64, BTreeSet<u32>)>,
+    /// Forgetting a collected tombstone's record in progress: key → replicas that hold
+    /// no version of it.
+    forget: BTreeMap<String, BTreeSet<u32>>,
     last_hint_round_us: u64,
     hint_rounds: u64,
     last_ae_round_us: u64,
@@ -552,6 +570,7 @@ impl Node {
             pending: BTreeMap::new(),
             next_token: 0,
             gc: BTreeMap::new(),
+            forget: BTreeMap::new(),
             last_hint_round_us: 0,
             hint_rounds: 0,
             last_ae_round_us: 0,
@@ -1344,6 +1363,24 @@ impl Node {
             })
             .map(|(k, r)| (k.clone(), r.object.digest()))
             .collect();
+        // A collected tombstone's record is kept while a copy could still be shipped
+        // back: it is dropped once every other replica answers that it holds no version
+        // of the key (each collected it too, or never had it), since hints of it expired
+        // before the collection (`hint_ttl < tombstone_grace`).
+        let remembered: Vec<String> = self
+            .collected
+            .keys()
+            .filter(|k| !self.records.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in remembered {
+            let (_, replicas) = self.range_of(&key);
+            self.forget.insert(key.clone(), BTreeSet::new());
+            for r in replicas.into_iter().filter(|&r| r != self.me()) {
+                ctx.send(NodeId(r), Msg::ForgetQuery { key: key.clone() });
+            }
+            self.maybe_forget(ctx, &key);
+        }
         for (key, digest) in due {
             if self.bugs.tombstone_gc_no_grace {
                 self.collect(ctx, &key, digest);
@@ -1382,6 +1419,38 @@ impl Node {
         }
     }
 
+    fn maybe_forget(&mut self, ctx: &mut Ctx<'_, Self>, key: &str) {
+        let (_, replicas) = self.range_of(key);
+        let Some(absent) = self.forget.get(key) else {
+            return;
+        };
+        if !replicas
+            .iter()
+            .all(|r| *r == self.me() || absent.contains(r))
+        {
+            return;
+        }
+        self.forget.remove(key);
+        if self.records.contains_key(key) || !self.collected.contains_key(key) {
+            return;
+        }
+        let change = Change {
+            collected: vec![(key, None)],
+            ..Change::default()
+        };
+        if let Some(store) = self.store.as_mut()
+            && let Err(e) = store.commit(&change, true)
+        {
+            self.fail(ctx, "forget a collected tombstone", e);
+            return;
+        }
+        self.collected.remove(key);
+        self.snapshot_due = true;
+        ctx.observe(Observation::Forgot {
+            key: key.to_string(),
+        });
+    }
+
     fn collect(&mut self, ctx: &mut Ctx<'_, Self>, key: &str, digest: u64) {
         let dots = self.local_object(key).dots();
         // Reported before the removal: a crash inside it may still let the removal
@@ -1413,7 +1482,11 @@ impl Node {
             .into_iter()
             .map(|(range, set)| (range, (set, self.root(range))))
             .collect();
-        ctx.observe(Observation::Snapshot { keys, roots });
+        ctx.observe(Observation::Snapshot {
+            keys,
+            roots,
+            remembered: self.collected.len() as u32,
+        });
     }
 
     // ----- messages -----------------------------------------------------------------------
@@ -1532,6 +1605,20 @@ impl Node {
                 ctx.send(from, Msg::GcReply { key, digest, ok });
             }
             Msg::Gossip(m) => self.with_swim(ctx, |g, c| g.on_message(c, from, m)),
+            Msg::ForgetQuery { key } => {
+                let absent = !self.records.contains_key(&key);
+                ctx.send(from, Msg::ForgetReply { key, absent });
+            }
+            Msg::ForgetReply { key, absent } => {
+                if let Some(yes) = self.forget.get_mut(&key) {
+                    if absent {
+                        yes.insert(from.0);
+                        self.maybe_forget(ctx, &key);
+                    } else {
+                        self.forget.remove(&key);
+                    }
+                }
+            }
             Msg::GcReply { key, digest, ok } => {
                 if let Some((d, yes)) = self.gc.get_mut(&key)
                     && *d == digest
