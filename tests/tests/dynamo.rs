@@ -77,7 +77,7 @@ const DETECTIONS: [(&str, &str, u64, &[&str]); 6] = [
     (
         "dynamo.tombstone_gc_no_grace",
         "delete-downtime",
-        3,
+        4,
         &["false_concurrency", "resurrected"],
     ),
     (
@@ -89,7 +89,7 @@ const DETECTIONS: [(&str, &str, u64, &[&str]); 6] = [
     (
         "dynamo.merkle_skips_deletes",
         "partitions",
-        49,
+        6,
         &["merkle_roots_differ", "replicas_differ", "resurrected"],
     ),
 ];
