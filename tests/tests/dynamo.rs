@@ -409,8 +409,10 @@ fn swim_membership_sees_faults_and_the_static_mode_remains() {
         .to_string();
     assert!(e.contains("expected \"static\" or \"swim\""), "{e}");
 
-    // Node 1 is down until the quiet phase restarts it, 100 ms before the end: the
-    // others still hold it suspect or dead (or have not heard of its new incarnation).
+    // Node 1 is paused until the quiet phase resumes it, 100 ms before the end: the
+    // others declared it dead and it has had no time to hear so and refute, on some
+    // seeds. (A crashed node restarting that late rejoins in time: it push-pulls with
+    // every node at once.)
     let short = r#"
 protocol = "dynamo"
 nodes = 5
@@ -428,16 +430,17 @@ timeout = "300ms"
 
 [[schedule]]
 at = "200ms"
-fault = "crash"
+fault = "pause"
 node = 1
 "#;
     let scenario = Scenario::parse("short.toml", short, "short").expect("valid");
-    let r = run(&scenario, 0, &[]);
-    assert!(
-        r.violations.iter().any(|v| v.kind == "membership_diverged"),
-        "{:?}",
-        r.violations
-    );
+    let diverged = (0..4).any(|seed| {
+        run(&scenario, seed, &[])
+            .violations
+            .iter()
+            .any(|v| v.kind == "membership_diverged")
+    });
+    assert!(diverged, "no membership_diverged on seeds 0..4");
 }
 
 /// With SWIM, a coordinator does not contact a replica its member holds down: the
