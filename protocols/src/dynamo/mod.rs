@@ -540,6 +540,10 @@ pub struct Node {
     /// Forgetting a collected tombstone's record in progress: key → replicas that hold
     /// no version of it.
     forget: BTreeMap<String, BTreeSet<u32>>,
+    /// When this incarnation collected (or recovered the record of) each collected
+    /// tombstone: it answers a `ForgetQuery` "absent" only `request_timeout` after, so
+    /// that a copy it shipped just before collecting has arrived by then.
+    collected_at: BTreeMap<String, u64>,
     last_hint_round_us: u64,
     hint_rounds: u64,
     last_ae_round_us: u64,
@@ -571,6 +575,7 @@ impl Node {
             next_token: 0,
             gc: BTreeMap::new(),
             forget: BTreeMap::new(),
+            collected_at: BTreeMap::new(),
             last_hint_round_us: 0,
             hint_rounds: 0,
             last_ae_round_us: 0,
@@ -789,8 +794,10 @@ impl Node {
         self.leaves.insert((range, leaf), leaf_hash);
         if collected_cleared {
             self.collected.remove(key);
+            self.collected_at.remove(key);
         } else if let Some(digest) = collected {
             self.collected.insert(key.to_string(), digest);
+            self.collected_at.insert(key.to_string(), now_us);
         }
         match record {
             Some(r) => self.records.insert(key.to_string(), r),
@@ -1445,6 +1452,7 @@ impl Node {
             return;
         }
         self.collected.remove(key);
+        self.collected_at.remove(key);
         self.snapshot_due = true;
         ctx.observe(Observation::Forgot {
             key: key.to_string(),
@@ -1606,7 +1614,13 @@ impl Node {
             }
             Msg::Gossip(m) => self.with_swim(ctx, |g, c| g.on_message(c, from, m)),
             Msg::ForgetQuery { key } => {
-                let absent = !self.records.contains_key(&key);
+                let settle_us = self.settings.timing.request_timeout.as_micros();
+                let now_us = ctx.now().as_micros();
+                let absent = !self.records.contains_key(&key)
+                    && self
+                        .collected_at
+                        .get(&key)
+                        .is_none_or(|&t| now_us.saturating_sub(t) >= settle_us);
                 ctx.send(from, Msg::ForgetReply { key, absent });
             }
             Msg::ForgetReply { key, absent } => {
@@ -1711,6 +1725,8 @@ impl Process for Node {
                 self.hints = r.hints;
                 self.leaves = r.leaves;
                 self.collected = r.collected;
+                let now_us = ctx.now().as_micros();
+                self.collected_at = self.collected.keys().map(|k| (k.clone(), now_us)).collect();
                 ctx.observe(Observation::Recovered {
                     hints: self.hints.keys().copied().collect(),
                 });
