@@ -77,7 +77,7 @@ const DETECTIONS: [(&str, &str, u64, &[&str]); 6] = [
     (
         "dynamo.tombstone_gc_no_grace",
         "delete-downtime",
-        4,
+        26,
         &["false_concurrency", "resurrected"],
     ),
     (
