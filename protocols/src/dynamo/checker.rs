@@ -23,6 +23,10 @@
 //! - [`StrictReadsChecker`] — in strict-quorum mode with R + W > N, *read-your-writes
 //!   across clients*: a read that starts after a write completed returns that write or
 //!   a causal successor.
+//! - [`MembershipChecker`] — with SWIM membership, *the views agree with reality*: at
+//!   the end every live node's member sees every other live node alive at an
+//!   incarnation of its current process (a suspicion raised in the last ten protocol
+//!   periods, whose refutation may be in flight, is let pass).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -37,6 +41,7 @@ pub const NO_LOST_WRITE: &str = "dynamo_no_lost_write";
 pub const DELETES: &str = "dynamo_deletes_stay_deleted";
 pub const HINTS: &str = "dynamo_hints";
 pub const STRICT_READS: &str = "dynamo_strict_quorum_reads";
+pub const MEMBERSHIP: &str = "dynamo_membership";
 
 fn violation(
     checker: &'static str,
@@ -80,7 +85,7 @@ pub fn final_states(
             .filter(|o| o.node == node && o.incarnation == incarnation)
         {
             match &o.obs {
-                Observation::Snapshot { keys, roots } => {
+                Observation::Snapshot { keys, roots, .. } => {
                     last = Some((keys, roots));
                     changed_after = false;
                 }
@@ -534,6 +539,7 @@ impl Checker<Node> for HintsChecker {
         #[derive(Default)]
         struct State {
             stored: Option<SimTime>,
+            expires_us: u64,
             delivered: bool,
             removed: bool,
             expired: bool,
@@ -541,8 +547,43 @@ impl Checker<Node> for HintsChecker {
         let mut hints: BTreeMap<(u32, u64), State> = BTreeMap::new();
         for o in &run.observations {
             match &o.obs {
-                Observation::HintStored { hint, .. } => {
-                    hints.entry(*hint).or_default().stored = Some(o.time)
+                Observation::HintStored {
+                    hint, expires_us, ..
+                } => {
+                    let s = hints.entry(*hint).or_default();
+                    s.stored = Some(o.time);
+                    s.expires_us = *expires_us;
+                }
+                Observation::Recovered { hints: kept } => {
+                    // A crash can cut a handler between a hint's removal reaching the
+                    // disk and its report: a delivered hint missing after the restart
+                    // was removed, and one past its TTL may have expired. One neither
+                    // delivered nor due is lost, reported at once.
+                    let holder = o.node.0;
+                    for (hint, s) in hints.range_mut((holder, 0)..=(holder, u64::MAX)) {
+                        if s.stored.is_none() || s.removed || s.expired || kept.contains(&hint.1) {
+                            continue;
+                        }
+                        if s.delivered {
+                            s.removed = true;
+                        } else if o.time.as_micros() >= s.expires_us {
+                            s.expired = true;
+                        } else {
+                            out.push(violation(
+                                HINTS,
+                                "hint_lost",
+                                HINTED,
+                                format!(
+                                    "hint {hint:?} stored at {} is not on its holder's disk when it restarts, undelivered",
+                                    s.stored.map_or_else(String::new, |t| t.to_string())
+                                ),
+                                Some(o.time),
+                                vec![NodeId(hint.0)],
+                            ));
+                            // Reported once.
+                            s.expired = true;
+                        }
+                    }
                 }
                 Observation::HintDelivered { hint } => {
                     hints.entry(*hint).or_default().delivered = true
@@ -634,5 +675,109 @@ impl Checker<Node> for StrictReadsChecker {
             }
         }
         out
+    }
+}
+
+/// With SWIM membership, the views agree with reality after the quiet phase.
+pub struct MembershipChecker {
+    /// `None`: static membership, nothing to check.
+    pub swim: Option<std::sync::Arc<crate::gossip::Config>>,
+}
+
+const MEMBERSHIP_AGREES: &str = "membership agrees with reality (after the quiet phase every live node's SWIM member sees every other live node alive at an incarnation of its current process)";
+
+impl Checker<Node> for MembershipChecker {
+    fn name(&self) -> &'static str {
+        MEMBERSHIP
+    }
+
+    fn check(&self, run: &RunOutput<Node>) -> Vec<Violation> {
+        use crate::gossip::{Observation as G, State};
+        let Some(config) = &self.swim else {
+            return Vec::new();
+        };
+        if run.quiet_from >= run.end_time {
+            return Vec::new();
+        }
+        // A suspicion raised this close to the end may have its refutation in flight.
+        let recent = SimTime(run.end_time.0.saturating_sub(config.probe_interval.0 * 10));
+        let mut first_announced: BTreeMap<(NodeId, u32), u64> = BTreeMap::new();
+        let mut failed: BTreeSet<(NodeId, u32)> = BTreeSet::new();
+        // (observer, its process, member) → last (state, incarnation, time).
+        let mut views: BTreeMap<(NodeId, u32, NodeId), (State, u64, SimTime)> = BTreeMap::new();
+        for o in &run.observations {
+            match &o.obs {
+                Observation::Membership(G::Incarnation { incarnation, .. }) => {
+                    first_announced
+                        .entry((o.node, o.incarnation))
+                        .or_insert(*incarnation);
+                }
+                Observation::Membership(G::View {
+                    member,
+                    state,
+                    incarnation,
+                    ..
+                }) => {
+                    views.insert(
+                        (o.node, o.incarnation, *member),
+                        (*state, *incarnation, o.time),
+                    );
+                }
+                Observation::Membership(G::Stopped { .. }) | Observation::StorageFailed { .. } => {
+                    failed.insert((o.node, o.incarnation));
+                }
+                _ => {}
+            }
+        }
+        let current: Vec<(NodeId, u32)> = run
+            .live_nodes()
+            .map(|n| (n, run.final_incarnation[n.index()]))
+            .filter(|c| !failed.contains(c))
+            .collect();
+        let mut wrong = Vec::new();
+        for &(observer, q) in &current {
+            for &(member, p) in &current {
+                if member == observer {
+                    continue;
+                }
+                let Some(&since) = first_announced.get(&(member, p)) else {
+                    continue;
+                };
+                let ok = match views.get(&(observer, q, member)) {
+                    Some(&(State::Alive, i, _)) => i >= since,
+                    Some(&(State::Suspect, i, at)) => i >= since && at >= recent,
+                    _ => false,
+                };
+                if !ok {
+                    wrong.push(match views.get(&(observer, q, member)) {
+                        Some((s, i, at)) => format!(
+                            "{observer} sees {member} {s:?}@{i} since {at} (expected alive at {since} or later)"
+                        ),
+                        None => format!("{observer} does not know {member}"),
+                    });
+                }
+            }
+        }
+        if wrong.is_empty() {
+            return Vec::new();
+        }
+        let count = wrong.len();
+        wrong.truncate(6);
+        vec![violation(
+            MEMBERSHIP,
+            "membership_diverged",
+            MEMBERSHIP_AGREES,
+            format!(
+                "at the end: {}{}",
+                wrong.join(", "),
+                if count > 6 {
+                    format!(" ({count} wrong views in all)")
+                } else {
+                    String::new()
+                }
+            ),
+            Some(run.end_time),
+            Vec::new(),
+        )]
     }
 }

@@ -51,6 +51,7 @@ use std::sync::Arc;
 
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
+use sim_core::process::{Effect, Lift};
 use sim_core::{Completion, Ctx, NodeId, OpId, Process, SimDuration, TimerId};
 use storage::kv::EngineOpener;
 
@@ -58,6 +59,7 @@ use self::ring::Ring;
 use self::store::{Change, Hint, Record, Store};
 use self::version::{Dot, MergeFlaws, Object, Sibling, Vv};
 use crate::common::{BugFlag, BugFlagError, unknown};
+use crate::gossip;
 
 /// Where a node keeps its durable state on its disk.
 const DIR: &str = "dynamo";
@@ -67,6 +69,8 @@ pub const LEAVES: u32 = 16;
 const COUNTER_BLOCK: u64 = 64;
 /// At most this many hints offered per tick.
 const HANDOFF_PER_TICK: usize = 32;
+/// Hints for owners the membership takes to be down are offered every this many rounds.
+const DOWN_OFFER_EVERY: u64 = 4;
 
 /// The quorum parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,12 +166,15 @@ impl Timing {
     }
 }
 
-/// Which nodes are members, with their weights. Static for now: every node of the
-/// scenario (the SWIM membership of `gossip` is not wired in yet).
+/// Which nodes own the ring, with their weights (every node of the scenario), and how a
+/// node learns which of them are up: `swim = None` is the static mode (every node is
+/// taken to be up), `Some(config)` embeds a SWIM member ([`gossip`]) whose verdicts
+/// decide it (a member it holds suspect, dead, departed or removed is not contacted).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Membership {
     pub weights: Vec<f64>,
     pub vnodes: u32,
+    pub swim: Option<Arc<gossip::Config>>,
 }
 
 impl Membership {
@@ -380,14 +387,32 @@ pub enum Msg {
         digest: u64,
         ok: bool,
     },
+    /// Do you hold any version of `key`? (To forget a collected tombstone's record.)
+    ForgetQuery {
+        key: String,
+    },
+    ForgetReply {
+        key: String,
+        absent: bool,
+    },
+    /// The embedded SWIM member's message.
+    Gossip(gossip::Msg),
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub enum Timer {
     Tick,
-    HintAfter { token: u64 },
-    Expire { token: u64 },
-    RepairDone { token: u64 },
+    HintAfter {
+        token: u64,
+    },
+    Expire {
+        token: u64,
+    },
+    RepairDone {
+        token: u64,
+    },
+    /// The embedded SWIM member's timer (the same timer id as the inner one).
+    Gossip(gossip::Timer),
 }
 
 /// A version as a snapshot reports it: its dot, its write's id, whether it is a tombstone.
@@ -410,6 +435,15 @@ pub enum Observation {
         hint: (u32, u64),
         owner: u32,
         key: String,
+        /// When the hint's TTL runs out (simulated µs).
+        expires_us: u64,
+    },
+    /// The embedded SWIM member's observation (its incarnations and its view changes).
+    Membership(gossip::Observation),
+    /// The node recovered from its disk, holding these hints (a hint its previous
+    /// incarnation held and this list lacks was removed, or lost, by the crash).
+    Recovered {
+        hints: Vec<u64>,
     },
     HintDelivered {
         hint: (u32, u64),
@@ -440,6 +474,13 @@ pub enum Observation {
         /// key → (range, versions as (dot, write id, is tombstone)).
         keys: BTreeMap<String, (u32, Vec<VersionSummary>)>,
         roots: BTreeMap<u32, (Vec<u32>, u64)>,
+        /// Records of collected tombstones this node still keeps (`g/<key>`).
+        remembered: u32,
+    },
+    /// This node dropped its record of `key`'s collected tombstone: no replica of the
+    /// key holds any version of it any more.
+    Forgot {
+        key: String,
     },
 }
 
@@ -460,6 +501,8 @@ enum Pending {
         replicas: Vec<u32>,
         acked: BTreeSet<u32>,
         hinted: BTreeSet<u32>,
+        /// Replicas a hint has been sent for (at most one hint each).
+        hints_sent: BTreeSet<u32>,
         answered: bool,
         naive_delete: bool,
     },
@@ -494,12 +537,23 @@ pub struct Node {
     next_token: u64,
     /// Tombstone collection in progress: key → (digest, replicas that said yes).
     gc: BTreeMap<String, (u64, BTreeSet<u32>)>,
+    /// Forgetting a collected tombstone's record in progress: key → replicas that hold
+    /// no version of it.
+    forget: BTreeMap<String, BTreeSet<u32>>,
+    /// When this incarnation collected (or recovered the record of) each collected
+    /// tombstone: it answers a `ForgetQuery` "absent" only `request_timeout` after, so
+    /// that a copy it shipped just before collecting has arrived by then.
+    collected_at: BTreeMap<String, u64>,
     last_hint_round_us: u64,
+    hint_rounds: u64,
     last_ae_round_us: u64,
     ae_rounds: u64,
     last_change_us: u64,
     snapshot_due: bool,
     failed: bool,
+    /// The embedded SWIM member (membership `swim`), and its view: member → state.
+    swim: Option<gossip::Node>,
+    view: BTreeMap<u32, gossip::State>,
 }
 
 impl Node {
@@ -520,12 +574,72 @@ impl Node {
             pending: BTreeMap::new(),
             next_token: 0,
             gc: BTreeMap::new(),
+            forget: BTreeMap::new(),
+            collected_at: BTreeMap::new(),
             last_hint_round_us: 0,
+            hint_rounds: 0,
             last_ae_round_us: 0,
             ae_rounds: 0,
             last_change_us: 0,
             snapshot_due: true,
             failed: false,
+            swim: None,
+            view: BTreeMap::new(),
+        }
+    }
+
+    /// Whether this node takes `node` to be up: itself always; another unless the SWIM
+    /// member holds it suspect, dead, departed or removed (static mode: always).
+    fn is_up(&self, node: u32) -> bool {
+        node == self.me()
+            || !matches!(
+                self.view.get(&node),
+                Some(
+                    gossip::State::Suspect
+                        | gossip::State::Dead
+                        | gossip::State::Left
+                        | gossip::State::Removed
+                )
+            )
+    }
+
+    /// Runs a handler of the embedded SWIM member and emits its effects, following its
+    /// view; a member that comes back up is offered its hints at once.
+    fn with_swim(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        run: impl FnOnce(&mut gossip::Node, &mut Ctx<'_, gossip::Node>),
+    ) {
+        let Some(mut swim) = self.swim.take() else {
+            return;
+        };
+        let ((), effects) = ctx.nested(|inner| run(&mut swim, inner));
+        self.swim = Some(swim);
+        let lift = Lift::<gossip::Node, Node> {
+            msg: &Msg::Gossip,
+            timer: &Timer::Gossip,
+            obs: &|o| Some(Observation::Membership(o)),
+            reply: &|()| None,
+        };
+        let mut back = Vec::new();
+        for effect in effects {
+            if let Effect::Observe {
+                obs: gossip::Observation::View { member, state, .. },
+            } = &effect
+                && member.0 != self.me()
+            {
+                let was_up = self.is_up(member.0);
+                self.view.insert(member.0, *state);
+                if !was_up && self.is_up(member.0) {
+                    back.push(member.0);
+                }
+            }
+            if let Some(e) = effect.lift(&lift) {
+                ctx.forward(e);
+            }
+        }
+        for owner in back {
+            self.offer_hints(ctx, Some(owner), false);
         }
     }
 
@@ -611,6 +725,19 @@ impl Node {
     /// Stores `object` as `key`'s versions (or removes the key if `None`), updating the
     /// Merkle leaf in the same synced batch. Returns false if the disk failed.
     fn put_record(&mut self, ctx: &mut Ctx<'_, Self>, key: &str, object: Option<Object>) -> bool {
+        self.store_record(ctx, key, object, None)
+    }
+
+    /// [`Self::put_record`], and with `collected = Some(digest)` (only with `object =
+    /// None`) the record of the collected tombstone in the same batch, so that a crash
+    /// cannot separate the removal from the record that recognises a copy shipped back.
+    fn store_record(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        key: &str,
+        object: Option<Object>,
+        collected: Option<u64>,
+    ) -> bool {
         let now_us = ctx.now().as_micros();
         let old = self.records.get(key).cloned();
         let old_contribution = old.as_ref().map_or(0, |r| r.merkle_contribution);
@@ -650,6 +777,8 @@ impl Node {
             leaves: vec![((range, leaf), leaf_hash)],
             collected: if collected_cleared {
                 vec![(key, None)]
+            } else if let Some(digest) = collected {
+                vec![(key, Some(digest))]
             } else {
                 Vec::new()
             },
@@ -665,6 +794,10 @@ impl Node {
         self.leaves.insert((range, leaf), leaf_hash);
         if collected_cleared {
             self.collected.remove(key);
+            self.collected_at.remove(key);
+        } else if let Some(digest) = collected {
+            self.collected.insert(key.to_string(), digest);
+            self.collected_at.insert(key.to_string(), now_us);
         }
         match record {
             Some(r) => self.records.insert(key.to_string(), r),
@@ -731,7 +864,12 @@ impl Node {
                 match origin {
                     Origin::Client(op_id) => {
                         let token = self.token();
-                        let to = NodeId(pref[0]);
+                        let to = NodeId(
+                            pref.iter()
+                                .copied()
+                                .find(|&r| self.is_up(r))
+                                .unwrap_or(pref[0]),
+                        );
                         self.pending.insert(token, Pending::Forwarded { op: op_id });
                         ctx.send(to, Msg::Forward { token, op });
                         ctx.set_timer(
@@ -789,6 +927,15 @@ impl Node {
             },
             self.bugs.flaws(),
         );
+        // Reported before the version is stored: a crash inside the store may still
+        // leave the version on disk (its batch written, the handler cut short), and the
+        // checkers must know which write a surviving dot stands for. A dot whose version
+        // never reached the disk is simply never acknowledged nor final.
+        ctx.observe(Observation::Coordinated {
+            key: key.clone(),
+            id,
+            dot,
+        });
         let stored = if naive_delete {
             self.put_record(ctx, &key, None)
         } else {
@@ -802,13 +949,14 @@ impl Node {
             );
             return;
         }
-        ctx.observe(Observation::Coordinated {
-            key: key.clone(),
-            id,
-            dot,
-        });
         let token = self.token();
+        let mut skipped = false;
         for &r in replicas.iter().filter(|&&r| r != self.me()) {
+            if !self.is_up(r) {
+                // Not contacted: its fallback gets a hint right away.
+                skipped = true;
+                continue;
+            }
             let msg = if naive_delete {
                 Msg::Remove {
                     key: key.clone(),
@@ -831,11 +979,15 @@ impl Node {
             replicas,
             acked: BTreeSet::from([self.me()]),
             hinted: BTreeSet::new(),
+            hints_sent: BTreeSet::new(),
             answered: false,
             naive_delete,
         };
         self.pending.insert(token, pending);
         self.check_write(ctx, token);
+        if skipped {
+            self.send_hints(ctx, token, true);
+        }
         if self.pending.contains_key(&token) {
             ctx.set_timer(self.settings.timing.hint_after, Timer::HintAfter { token });
             ctx.set_timer(
@@ -871,12 +1023,16 @@ impl Node {
         }
     }
 
-    fn send_hints(&mut self, ctx: &mut Ctx<'_, Self>, token: u64) {
+    /// Sends a hint for each replica that has not acknowledged (`only_down`: each one
+    /// this node takes to be down), to a fallback chosen per key and owner so that hints
+    /// spread over the fallbacks, skipping fallbacks taken to be down.
+    fn send_hints(&mut self, ctx: &mut Ctx<'_, Self>, token: u64, only_down: bool) {
         let Some(Pending::Write {
             key,
             object,
             replicas,
             acked,
+            hints_sent,
             naive_delete: false,
             ..
         }) = self.pending.get(&token)
@@ -888,11 +1044,26 @@ impl Node {
             return;
         }
         let spread = xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize;
+        let mut sends = Vec::new();
         for (i, &owner) in replicas.iter().enumerate() {
-            if acked.contains(&owner) {
+            if acked.contains(&owner)
+                || hints_sent.contains(&owner)
+                || (only_down && self.is_up(owner))
+            {
                 continue;
             }
-            let fallback = fallbacks[(spread + i) % fallbacks.len()];
+            let first = (spread + i) % fallbacks.len();
+            let fallback = (0..fallbacks.len())
+                .map(|j| fallbacks[(first + j) % fallbacks.len()])
+                .find(|&f| self.is_up(f))
+                .unwrap_or(fallbacks[first]);
+            sends.push((owner, fallback));
+        }
+        let (key, object) = (key.clone(), object.clone());
+        if let Some(Pending::Write { hints_sent, .. }) = self.pending.get_mut(&token) {
+            hints_sent.extend(sends.iter().map(|&(owner, _)| owner));
+        }
+        for (owner, fallback) in sends {
             ctx.send(
                 NodeId(fallback),
                 Msg::Hint {
@@ -1104,9 +1275,21 @@ impl Node {
                 });
             }
         }
+        self.hint_rounds += 1;
+        // Owners taken to be down are offered their hints only every
+        // `DOWN_OFFER_EVERY` rounds: a membership view can be wrong (a live node
+        // declared dead until its refutation spreads), and a hint must not wait on it.
+        let all = self.hint_rounds.is_multiple_of(DOWN_OFFER_EVERY);
+        self.offer_hints(ctx, None, all);
+    }
+
+    /// Offers held hints to their owners (only `owner`'s if given; owners taken to be
+    /// down only with `down_too`), at most `HANDOFF_PER_TICK`.
+    fn offer_hints(&mut self, ctx: &mut Ctx<'_, Self>, owner: Option<u32>, down_too: bool) {
         let offers: Vec<(u64, u32, String, Object)> = self
             .hints
             .values()
+            .filter(|h| owner.is_none_or(|o| h.owner == o) && (down_too || self.is_up(h.owner)))
             .take(HANDOFF_PER_TICK)
             .map(|h| (h.id, h.owner, h.key.clone(), h.object.clone()))
             .collect();
@@ -1147,7 +1330,10 @@ impl Node {
     fn anti_entropy_round(&mut self, ctx: &mut Ctx<'_, Self>) {
         self.ae_rounds += 1;
         for (range, set) in self.my_ranges() {
-            let peers: Vec<u32> = set.into_iter().filter(|&p| p != self.me()).collect();
+            let peers: Vec<u32> = set
+                .into_iter()
+                .filter(|&p| p != self.me() && self.is_up(p))
+                .collect();
             if peers.is_empty() {
                 continue;
             }
@@ -1184,6 +1370,24 @@ impl Node {
             })
             .map(|(k, r)| (k.clone(), r.object.digest()))
             .collect();
+        // A collected tombstone's record is kept while a copy could still be shipped
+        // back: it is dropped once every other replica answers that it holds no version
+        // of the key (each collected it too, or never had it), since hints of it expired
+        // before the collection (`hint_ttl < tombstone_grace`).
+        let remembered: Vec<String> = self
+            .collected
+            .keys()
+            .filter(|k| !self.records.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in remembered {
+            let (_, replicas) = self.range_of(&key);
+            self.forget.insert(key.clone(), BTreeSet::new());
+            for r in replicas.into_iter().filter(|&r| r != self.me()) {
+                ctx.send(NodeId(r), Msg::ForgetQuery { key: key.clone() });
+            }
+            self.maybe_forget(ctx, &key);
+        }
         for (key, digest) in due {
             if self.bugs.tombstone_gc_no_grace {
                 self.collect(ctx, &key, digest);
@@ -1222,25 +1426,49 @@ impl Node {
         }
     }
 
+    fn maybe_forget(&mut self, ctx: &mut Ctx<'_, Self>, key: &str) {
+        let (_, replicas) = self.range_of(key);
+        let Some(absent) = self.forget.get(key) else {
+            return;
+        };
+        if !replicas
+            .iter()
+            .all(|r| *r == self.me() || absent.contains(r))
+        {
+            return;
+        }
+        self.forget.remove(key);
+        if self.records.contains_key(key) || !self.collected.contains_key(key) {
+            return;
+        }
+        let change = Change {
+            collected: vec![(key, None)],
+            ..Change::default()
+        };
+        if let Some(store) = self.store.as_mut()
+            && let Err(e) = store.commit(&change, true)
+        {
+            self.fail(ctx, "forget a collected tombstone", e);
+            return;
+        }
+        self.collected.remove(key);
+        self.collected_at.remove(key);
+        self.snapshot_due = true;
+        ctx.observe(Observation::Forgot {
+            key: key.to_string(),
+        });
+    }
+
     fn collect(&mut self, ctx: &mut Ctx<'_, Self>, key: &str, digest: u64) {
         let dots = self.local_object(key).dots();
-        if self.put_record(ctx, key, None) {
-            let change = Change {
-                collected: vec![(key, Some(digest))],
-                ..Change::default()
-            };
-            if let Some(store) = self.store.as_mut()
-                && let Err(e) = store.commit(&change, true)
-            {
-                self.fail(ctx, "record a collection", e);
-                return;
-            }
-            self.collected.insert(key.to_string(), digest);
-            ctx.observe(Observation::Collected {
-                key: key.to_string(),
-                dots,
-            });
-        }
+        // Reported before the removal: a crash inside it may still let the removal
+        // reach the disk, and a version that stays is still final, so the report is
+        // harmless if it does not.
+        ctx.observe(Observation::Collected {
+            key: key.to_string(),
+            dots,
+        });
+        self.store_record(ctx, key, None, Some(digest));
     }
 
     fn snapshot(&mut self, ctx: &mut Ctx<'_, Self>) {
@@ -1262,7 +1490,11 @@ impl Node {
             .into_iter()
             .map(|(range, set)| (range, (set, self.root(range))))
             .collect();
-        ctx.observe(Observation::Snapshot { keys, roots });
+        ctx.observe(Observation::Snapshot {
+            keys,
+            roots,
+            remembered: self.collected.len() as u32,
+        });
     }
 
     // ----- messages -----------------------------------------------------------------------
@@ -1380,6 +1612,27 @@ impl Node {
                         && self.collected.get(&key) == Some(&digest));
                 ctx.send(from, Msg::GcReply { key, digest, ok });
             }
+            Msg::Gossip(m) => self.with_swim(ctx, |g, c| g.on_message(c, from, m)),
+            Msg::ForgetQuery { key } => {
+                let settle_us = self.settings.timing.request_timeout.as_micros();
+                let now_us = ctx.now().as_micros();
+                let absent = !self.records.contains_key(&key)
+                    && self
+                        .collected_at
+                        .get(&key)
+                        .is_none_or(|&t| now_us.saturating_sub(t) >= settle_us);
+                ctx.send(from, Msg::ForgetReply { key, absent });
+            }
+            Msg::ForgetReply { key, absent } => {
+                if let Some(yes) = self.forget.get_mut(&key) {
+                    if absent {
+                        yes.insert(from.0);
+                        self.maybe_forget(ctx, &key);
+                    } else {
+                        self.forget.remove(&key);
+                    }
+                }
+            }
             Msg::GcReply { key, digest, ok } => {
                 if let Some((d, yes)) = self.gc.get_mut(&key)
                     && *d == digest
@@ -1430,6 +1683,7 @@ impl Node {
             hint: (self.me(), hint.id),
             owner,
             key,
+            expires_us: hint.created_us + self.settings.timing.hint_ttl.as_micros(),
         });
         self.hints.insert(hint.id, hint);
         ctx.send(from, Msg::HintAck { owner, token });
@@ -1471,11 +1725,29 @@ impl Process for Node {
                 self.hints = r.hints;
                 self.leaves = r.leaves;
                 self.collected = r.collected;
+                let now_us = ctx.now().as_micros();
+                self.collected_at = self.collected.keys().map(|k| (k.clone(), now_us)).collect();
+                ctx.observe(Observation::Recovered {
+                    hints: self.hints.keys().copied().collect(),
+                });
             }
             Err(e) => {
                 self.fail(ctx, "recover", e);
                 return;
             }
+        }
+        if let Some(config) = self.settings.membership.swim.clone() {
+            // The SWIM member keeps its incarnation in its own directory of this disk,
+            // in the same engine as the data.
+            self.swim = Some(gossip::Node::new(
+                gossip::Settings {
+                    config,
+                    leave_at: None,
+                    engine: self.settings.engine.clone(),
+                },
+                gossip::Bugs::default(),
+            ));
+            self.with_swim(ctx, |m, c| m.on_start(c));
         }
         self.last_change_us = ctx.now().as_micros();
         let jitter = ctx
@@ -1491,10 +1763,15 @@ impl Process for Node {
         self.handle(ctx, from, msg);
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _id: TimerId, timer: Timer) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, id: TimerId, timer: Timer) {
         match timer {
             Timer::Tick => self.tick(ctx),
-            Timer::HintAfter { token } => self.send_hints(ctx, token),
+            Timer::HintAfter { token } => self.send_hints(ctx, token, false),
+            Timer::Gossip(t) => {
+                if !self.failed {
+                    self.with_swim(ctx, |m, c| m.on_timer(c, id, t));
+                }
+            }
             Timer::RepairDone { token } => self.finish_read(ctx, token),
             Timer::Expire { token } => match self.pending.remove(&token) {
                 Some(Pending::Write {

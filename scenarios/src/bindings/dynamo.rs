@@ -1,9 +1,12 @@
 //! Dynamo-style replication, bound to scenario files.
 
+use std::sync::Arc;
+
 use protocols::dynamo::workload::{DynamoWorkload, WorkloadShape};
 use protocols::dynamo::{
     BUG_FLAGS, Bugs, Membership, Node, Observation, Quorum, Settings, Timing, checker, ring,
 };
+use protocols::gossip;
 use serde::Deserialize;
 use sim_core::fault::{Fault, FaultKind};
 use sim_core::{Checker, NodeId, RunOutput, SimDuration, SimTime};
@@ -45,6 +48,10 @@ pub static ENTRY: ProtocolEntry = ProtocolEntry {
             name: checker::STRICT_READS,
             properties: "strict quorum with R + W > N: a read that starts after a write completed sees it or a causal successor",
         },
+        CheckerInfo {
+            name: checker::MEMBERSHIP,
+            properties: "membership (SWIM mode): after the quiet phase every live node sees every other live node alive at an incarnation of its current process",
+        },
     ],
     bug_flags: BUG_FLAGS,
     workload: WorkloadKind::Versioned,
@@ -84,6 +91,8 @@ struct SettingsFile {
     tombstone_grace: Option<Duration>,
     repair_wait: Option<Duration>,
     settle: Option<Duration>,
+    membership: Option<Spanned<String>>,
+    swim_probe_interval: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -142,7 +151,45 @@ fn settings(file: &str, text: &str) -> Result<DynamoSettings, ScenarioError> {
         Some(w) => w.get_ref().clone(),
         None => vec![1.0; nodes],
     };
-    let membership = Membership { weights, vnodes };
+    let swim = match raw
+        .membership
+        .as_ref()
+        .map(|m| (m.get_ref().as_str(), m.span()))
+    {
+        Some(("static", _)) => None,
+        None | Some(("swim", _)) => {
+            let probe = raw
+                .swim_probe_interval
+                .map_or(SimDuration::from_millis(100), |d| d.0);
+            let config = gossip::Config {
+                probe_interval: probe,
+                ack_timeout: SimDuration(probe.0 / 4),
+                // Push-pull often, so that a live member declared dead near the end
+                // of the faults learns it and refutes within the quiet phase.
+                push_pull_interval: SimDuration(probe.0 * 5),
+                // Every node is a seed: a restarted node joins by push-pull with all of
+                // them at once, so their hints for it are handed off without waiting
+                // for its first probes to spread its new incarnation.
+                seeds: (0..nodes as u32).map(NodeId).collect(),
+                ..gossip::Config::default()
+            };
+            config
+                .validate(nodes)
+                .map_err(|m| error(span.clone(), format!("[settings]: swim: {m}")))?;
+            Some(Arc::new(config))
+        }
+        Some((other, at)) => {
+            return Err(error(
+                Some(at),
+                format!("[settings]: membership = \"{other}\"; expected \"static\" or \"swim\""),
+            ));
+        }
+    };
+    let membership = Membership {
+        weights,
+        vnodes,
+        swim,
+    };
     if let Err(e) = membership.ring() {
         let at = raw
             .weights
@@ -268,6 +315,7 @@ fn measure(run: &RunOutput<Node>) -> Vec<Metric> {
     let mut read_siblings = [0u64; 4];
     let (mut stored, mut delivered, mut expired, mut collected) = (0u64, 0u64, 0u64, 0u64);
     let mut holders = std::collections::BTreeSet::new();
+    let (mut down_views, mut back_up, mut forgotten) = (0u64, 0u64, 0u64);
     for o in &run.observations {
         match &o.obs {
             Observation::ReadSiblings { count, .. } => {
@@ -280,6 +328,14 @@ fn measure(run: &RunOutput<Node>) -> Vec<Metric> {
             Observation::HintDelivered { .. } => delivered += 1,
             Observation::HintExpired { .. } => expired += 1,
             Observation::Collected { .. } => collected += 1,
+            Observation::Forgot { .. } => forgotten += 1,
+            Observation::Membership(gossip::Observation::View { state, .. }) => {
+                if *state == gossip::State::Alive {
+                    back_up += 1;
+                } else if !matches!(state, gossip::State::Removed) {
+                    down_views += 1;
+                }
+            }
             _ => {}
         }
     }
@@ -292,6 +348,20 @@ fn measure(run: &RunOutput<Node>) -> Vec<Metric> {
             *e = (*e).max(live);
         }
     }
+    let remembered: u64 = run
+        .live_nodes()
+        .filter_map(|node| {
+            let q = run.final_incarnation[node.index()];
+            run.observations
+                .iter()
+                .filter(|o| o.node == node && o.incarnation == q)
+                .filter_map(|o| match &o.obs {
+                    Observation::Snapshot { remembered, .. } => Some(u64::from(*remembered)),
+                    _ => None,
+                })
+                .next_back()
+        })
+        .sum();
     let final_max = final_counts.values().copied().max().unwrap_or(0) as u64;
     let final_multi = final_counts.values().filter(|&&c| c > 1).count() as u64;
     let converged =
@@ -310,6 +380,10 @@ fn measure(run: &RunOutput<Node>) -> Vec<Metric> {
         metric("hints_expired", expired),
         metric("tombstones_collected", collected),
         metric("convergence_after_heal_us", converged),
+        metric("membership_down_views", down_views),
+        metric("collected_records_forgotten", forgotten),
+        metric("final_collected_records", remembered),
+        metric("membership_alive_views", back_up),
     ]
 }
 
@@ -351,6 +425,9 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
         Box::new(checker::HintsChecker),
         Box::new(checker::StrictReadsChecker {
             enabled: s.quorum.strict_overlap(),
+        }),
+        Box::new(checker::MembershipChecker {
+            swim: s.membership.swim.clone(),
         }),
     ];
     run_protocol_measured(
