@@ -103,7 +103,9 @@ fn replicas(kind: Kind, steps: &[Step]) -> [Value; 3] {
                 let dot = Dot::new(id, m.register().context().max_seen(id) + 1);
                 let value = match m.strategy().value_type() {
                     ValueType::Int => (i64::from(step.arg) - 128).to_string(),
-                    ValueType::Text => format!("{r}.{writes}{}", "x".repeat(usize::from(step.arg % 3))),
+                    ValueType::Text => {
+                        format!("{r}.{writes}{}", "x".repeat(usize::from(step.arg % 3)))
+                    }
                     ValueType::Set => format!("e{},e{}", step.arg % 4, step.arg % 3),
                 };
                 Value::Custom(m.assign_delta(dot, value))
@@ -460,8 +462,8 @@ fn check_with(run: &RunOutput<Node>, spaces: &KeySpaces) {
         .check(run),
     )
     .chain(ConflictChecker { spaces }.check(run))
-        .map(|v| v.to_string())
-        .collect();
+    .map(|v| v.to_string())
+    .collect();
     assert!(violations.is_empty(), "{violations:?}");
     let ok = run.history.operations.iter().filter(|o| o.is_ok()).count();
     assert!(ok > 50, "only {ok} operations succeeded");
@@ -696,11 +698,20 @@ fn topologies_are_validated() {
 
 fn custom_spaces() -> KeySpaces {
     KeySpaces::builtin()
-        .with_custom("hi", CustomMerge::new(ValueType::Int, MergeFn::Max).unwrap())
+        .with_custom(
+            "hi",
+            CustomMerge::new(ValueType::Int, MergeFn::Max).unwrap(),
+        )
         .unwrap()
-        .with_custom("tags", CustomMerge::new(ValueType::Set, MergeFn::Union).unwrap())
+        .with_custom(
+            "tags",
+            CustomMerge::new(ValueType::Set, MergeFn::Union).unwrap(),
+        )
         .unwrap()
-        .with_custom("name", CustomMerge::new(ValueType::Text, MergeFn::Longest).unwrap())
+        .with_custom(
+            "name",
+            CustomMerge::new(ValueType::Text, MergeFn::Longest).unwrap(),
+        )
         .unwrap()
 }
 
@@ -748,7 +759,10 @@ fn custom_merge_key_spaces_converge_to_their_function_over_concurrent_writes() {
                     .filter(|(_, _, r)| matches!(r.resolution, Resolution::Merged { .. }))
                     .count();
                 if matches!(net, Net::Lossy) {
-                    assert!(merged > 0, "{topology:?} seed {seed}: no custom merge conflict");
+                    assert!(
+                        merged > 0,
+                        "{topology:?} seed {seed}: no custom merge conflict"
+                    );
                 }
             }
         }
@@ -792,14 +806,14 @@ fn same_origin_conflicts_are_recorded_too() {
     let from_sender = records(&run)
         .iter()
         .filter(|(_, _, r)| match &r.resolution {
-            Resolution::Kept { discarded, kept } => {
-                // The held write (whichever lost) shares its origin with the change's.
-                discarded.0.replica == r.change.0 || kept.0.replica == discarded.0.replica
-            }
+            Resolution::Kept { discarded, kept } => kept.0.replica == discarded.0.replica,
             Resolution::Merged { held, .. } => held.iter().any(|(d, _)| d.replica == r.change.0),
         })
         .count();
-    assert!(from_sender > 0, "no conflict with a write of the change's own origin");
+    assert!(
+        from_sender > 0,
+        "no conflict with a write of the change's own origin"
+    );
 }
 
 #[test]
@@ -829,7 +843,11 @@ fn conflict_records_are_durable_and_read_back_after_a_restart() {
         .filter(|(n, inc, _)| *n == NodeId(1) && *inc == 1)
         .map(|(_, _, r)| r)
         .collect();
-    assert!(before.len() > 3, "only {} records before the crash", before.len());
+    assert!(
+        before.len() > 3,
+        "only {} records before the crash",
+        before.len()
+    );
     let recovered: Vec<&ConflictRecord> = run
         .observations
         .iter()
@@ -848,7 +866,10 @@ fn conflict_records_are_durable_and_read_back_after_a_restart() {
         .map(|(_, _, r)| r.id)
         .collect();
     let last = before.iter().map(|r| r.id).max().unwrap();
-    assert!(after_restart.iter().all(|&id| id > last), "{after_restart:?} after {last}");
+    assert!(
+        after_restart.iter().all(|&id| id > last),
+        "{after_restart:?} after {last}"
+    );
 }
 
 /// Each node's last `Metadata` report: (records, log entries, context entries).
@@ -884,13 +905,19 @@ fn metadata_stays_bounded_in_a_long_run_once_causally_stable() {
     let long = run_for(10_000, 200);
     check_with(&long, &custom_spaces());
     let made = |run: &RunOutput<Node>| records(run).len() as u64;
-    assert!(made(&long) > 3 * made(&short), "the long run makes far more conflicts");
+    assert!(
+        made(&long) > 3 * made(&short),
+        "the long run makes far more conflicts"
+    );
     // At the end every record and log entry is collected, and the causal metadata is the
     // same size whether the run lasted 2.5 s or 10 s.
     for (node, (records, log, context)) in final_metadata(&long) {
         assert_eq!((records, log), (0, 0), "{node}");
         let short_context = final_metadata(&short)[&node].2;
-        assert!(context <= short_context + 8, "{node}: {context} vs {short_context}");
+        assert!(
+            context <= short_context + 8,
+            "{node}: {context} vs {short_context}"
+        );
     }
     // Without collection (a retention longer than the run) the records pile up.
     let kept = run_for(10_000, 100_000);

@@ -249,16 +249,18 @@ impl Checker<Node> for SpecificationChecker {
         let histories = by_key(run);
         let mut out: Vec<Violation> = Vec::new();
         // Every LWW conflict was resolved for the greater (clock, node) stamp.
-        if let Some((o, key, kept, discarded)) = run.observations.iter().find_map(|o| match &o.obs {
-            Observation::Conflict(record) => match &record.resolution {
-                Resolution::Kept {
-                    kept: (kept, _),
-                    discarded: (discarded, _),
-                } if kept < discarded => Some((o, &record.key, kept, discarded)),
+        if let Some((o, key, kept, discarded)) =
+            run.observations.iter().find_map(|o| match &o.obs {
+                Observation::Conflict(record) => match &record.resolution {
+                    Resolution::Kept {
+                        kept: (kept, _),
+                        discarded: (discarded, _),
+                    } if kept < discarded => Some((o, &record.key, kept, discarded)),
+                    _ => None,
+                },
                 _ => None,
-            },
-            _ => None,
-        }) {
+            })
+        {
             out.push(violation(
                 SPECIFICATION,
                 "lww_conflict_misresolved",
@@ -420,8 +422,7 @@ fn custom(
     h: &KeyHistory<'_>,
     out: &mut Vec<(String, String)>,
 ) {
-    if h
-        .unknown
+    if h.unknown
         .iter()
         .any(|op| matches!(op.request, Op::Assign { .. }))
     {

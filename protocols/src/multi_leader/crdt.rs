@@ -518,7 +518,9 @@ impl ValueType {
             ValueType::Text => Ok(()),
             ValueType::Set => {
                 if value.split(',').any(|e| e.is_empty()) && !value.is_empty() {
-                    Err(format!("{value:?} is not a set (comma-separated, no empty element)"))
+                    Err(format!(
+                        "{value:?} is not a set (comma-separated, no empty element)"
+                    ))
                 } else {
                     Ok(())
                 }
@@ -605,7 +607,11 @@ impl CustomMerge {
             Err(MergeMismatch {
                 function: function.name(),
                 ty: ty.name(),
-                expected: valid.iter().map(|f| f.name()).collect::<Vec<_>>().join(", "),
+                expected: valid
+                    .iter()
+                    .map(|f| f.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })
         }
     }
@@ -632,16 +638,17 @@ impl CustomMerge {
             _ => if (a >= b) == pick_greater { a } else { b }.to_string(),
         };
         let elements = |s: &str| -> BTreeSet<String> {
-            s.split(',').filter(|e| !e.is_empty()).map(str::to_string).collect()
+            s.split(',')
+                .filter(|e| !e.is_empty())
+                .map(str::to_string)
+                .collect()
         };
         match (self.ty, self.function) {
             (ValueType::Int, MergeFn::Max) => by_int(true),
             (ValueType::Int, MergeFn::Min) => by_int(false),
             (_, MergeFn::Max) => a.max(b).to_string(),
             (_, MergeFn::Min) => a.min(b).to_string(),
-            (_, MergeFn::Longest) => {
-                if (a.len(), a) >= (b.len(), b) { a } else { b }.to_string()
-            }
+            (_, MergeFn::Longest) => if (a.len(), a) >= (b.len(), b) { a } else { b }.to_string(),
             (_, MergeFn::Union) => {
                 let all: Vec<String> = elements(a).union(&elements(b)).cloned().collect();
                 all.join(",")
@@ -1020,11 +1027,7 @@ impl std::fmt::Debug for MvRegister {
 
 impl std::fmt::Debug for MergedRegister {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = format!(
-            "{}:{}",
-            self.merge.ty.name(),
-            self.merge.function.name()
-        );
+        let name = format!("{}:{}", self.merge.ty.name(), self.merge.function.name());
         fmt_dotted(f, &name, &self.register.entries, &self.register.context)
     }
 }

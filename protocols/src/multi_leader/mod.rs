@@ -314,7 +314,10 @@ impl Op {
             (self, kind),
             (Op::Increment { .. }, Kind::GCounter | Kind::PnCounter)
                 | (Op::Decrement { .. }, Kind::PnCounter)
-                | (Op::Assign { .. }, Kind::Lww | Kind::MvRegister | Kind::Custom(_))
+                | (
+                    Op::Assign { .. },
+                    Kind::Lww | Kind::MvRegister | Kind::Custom(_)
+                )
                 | (Op::Add { .. } | Op::Remove { .. }, Kind::OrSet)
         )
     }

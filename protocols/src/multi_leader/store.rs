@@ -26,9 +26,9 @@ use serde::de::DeserializeOwned;
 use storage::kv::{EngineError, EngineOpener, KvEngine, WriteBatch};
 use storage::vfs::VfsHandle;
 
-use super::{ConflictRecord, Update};
 use super::crdt::{CausalContext, Value};
 use super::hlc::Hlc;
+use super::{ConflictRecord, Update};
 
 const HLC_KEY: &[u8] = b"m/hlc";
 const SEQ_KEY: &[u8] = b"m/seq";

@@ -437,7 +437,9 @@ mod tests {
         assert!(e.contains("retransmit_after must be at least"), "{e}");
         let e = parse("[settings.custom]\nhi = { type = \"int\", merge = \"union\" }").unwrap_err();
         assert!(
-            e.contains("merge function union does not apply to int values; expected one of: max, min"),
+            e.contains(
+                "merge function union does not apply to int values; expected one of: max, min"
+            ),
             "{e}"
         );
         let e = parse("[settings.custom]\nhi = { type = \"int\", merge = \"sum\" }").unwrap_err();
