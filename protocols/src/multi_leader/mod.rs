@@ -375,7 +375,8 @@ pub enum Observation {
     /// Metadata collected once causally stable: conflict records past their retention and
     /// log entries every node has applied.
     Collected { records: Vec<u64>, log_entries: u64 },
-    /// The node's metadata, reported with each snapshot: conflict records kept, outgoing
+    /// The node's metadata, reported with each snapshot and after each collection:
+    /// conflict records kept, outgoing
     /// log entries, and the dots and version-vector entries in its values' causal
     /// contexts and its applied set.
     Metadata {
@@ -610,6 +611,9 @@ impl Node {
             records,
             log_entries: log.len() as u64,
         });
+        // The metadata report after a collection (a node may collect after its last
+        // snapshot, once the final changes become stable).
+        ctx.observe(self.metadata());
     }
 
     /// Sends the matrix to neighbours whose last one differs, at most once per
