@@ -11,12 +11,13 @@ use std::path::PathBuf;
 use scenarios::{RunOptions, RunReport, Scenario};
 use sim_core::fault::FaultKind;
 
-const SCENARIOS: [&str; 5] = [
+const SCENARIOS: [&str; 6] = [
     "steady",
     "ring-partitions",
     "star-crash-restart",
     "custom-mixed",
     "clock-skew",
+    "custom-merge",
 ];
 
 fn load(name: &str) -> Scenario {
@@ -51,7 +52,7 @@ fn sweep_seeds() -> u64 {
 
 /// Each flag, the scenario that finds it, the detecting seed recorded in its
 /// `.regressions`, and the violation kinds it may cause.
-const DETECTIONS: [(&str, &str, u64, &[&str]); 6] = [
+const DETECTIONS: [(&str, &str, u64, &[&str]); 7] = [
     (
         "multi_leader.gcounter_merge_sums",
         "steady",
@@ -87,6 +88,12 @@ const DETECTIONS: [(&str, &str, u64, &[&str]); 6] = [
         "custom-mixed",
         0,
         &["mv_lost_write"],
+    ),
+    (
+        "multi_leader.same_origin_conflicts_ignored",
+        "custom-merge",
+        0,
+        &["conflict_unrecorded"],
     ),
 ];
 
@@ -175,5 +182,24 @@ fn the_scenarios_do_what_they_say() {
         assert!(
             metric(&custom, "state_bytes_per_update") > metric(&custom, "delta_bytes_per_update")
         );
+    }
+}
+
+#[test]
+fn custom_merge_records_conflicts_and_collects_them_once_stable() {
+    for seed in 0..3 {
+        let report = run(&load("custom-merge"), seed, &[]);
+        assert!(report.passed(), "seed {seed}: {:?}", report.violations);
+        let made = metric(&report, "conflict_records");
+        let collected = metric(&report, "conflict_records_collected");
+        assert!(made > 20, "seed {seed}: {made} conflict records");
+        // Records are collected once their change is stable everywhere and 300 ms old;
+        // by the end of the quiet phase none is left on any node, nor any log entry.
+        assert_eq!(
+            collected, made,
+            "seed {seed}: {collected} of {made} collected"
+        );
+        assert_eq!(metric(&report, "final_records_max"), 0, "seed {seed}");
+        assert_eq!(metric(&report, "final_log_entries_max"), 0, "seed {seed}");
     }
 }

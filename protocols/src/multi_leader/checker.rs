@@ -9,18 +9,25 @@
 //!   decrements allow; an LWW register holds the write with the maximal (clock, node)
 //!   stamp; a multi-value register holds exactly the maximal antichain of writes; an
 //!   OR-set is add-wins (an add survives every remove that did not observe it, and no
-//!   observed-and-removed add survives); and no dot is ever used twice.
+//!   observed-and-removed add survives); a custom-merge register holds the maximal
+//!   antichain like a multi-value register and reads as the key space's function over
+//!   it; and no dot is ever used twice.
+//! - [`ConflictChecker`] — conflict records: each resolves as its strategy says (LWW
+//!   keeps the greater stamp, a custom merge reads as its function over the concurrent
+//!   values), and every replica whose converged custom-merge value holds concurrent
+//!   writes recorded the conflict that produced exactly that set.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use sim_core::history::Operation;
 use sim_core::{Checker, Completion, NodeId, RunOutput, SimTime, Violation};
 
-use super::crdt::{Dot, Kind, Value};
-use super::{Node, Observation, Op, Reply};
+use super::crdt::{CustomMerge, Dot, KeySpaces, MergeFn, Value, ValueType};
+use super::{Node, Observation, Op, Reply, Resolution};
 
 pub const CONVERGENCE: &str = "multi_leader_convergence";
 pub const SPECIFICATION: &str = "multi_leader_specification";
+pub const CONFLICTS: &str = "multi_leader_conflict_records";
 
 const SEC: &str = "strong eventual consistency";
 const ONCE: &str = "each change applied at most once per replica";
@@ -106,7 +113,11 @@ fn value_or_bottom<'a>(
 }
 
 /// Strong eventual consistency and at-most-once application.
-pub struct ConvergenceChecker;
+#[derive(Debug, Clone, Default)]
+pub struct ConvergenceChecker {
+    /// The run's key spaces (custom-merge ones included).
+    pub spaces: KeySpaces,
+}
 
 impl Checker<Node> for ConvergenceChecker {
     fn name(&self) -> &'static str {
@@ -147,7 +158,7 @@ impl Checker<Node> for ConvergenceChecker {
         }
         let keys: BTreeSet<&String> = states.values().flat_map(|s| s.keys()).collect();
         for key in keys {
-            let Some(kind) = Kind::of_key(key) else {
+            let Some(kind) = self.spaces.kind_of(key) else {
                 continue;
             };
             let bottom = kind.bottom();
@@ -192,7 +203,11 @@ impl Checker<Node> for ConvergenceChecker {
 }
 
 /// Each converged value against its type's specification.
-pub struct SpecificationChecker;
+#[derive(Debug, Clone, Default)]
+pub struct SpecificationChecker {
+    /// The run's key spaces (custom-merge ones included).
+    pub spaces: KeySpaces,
+}
 
 /// The operations on one key, split by outcome.
 struct KeyHistory<'a> {
@@ -234,13 +249,17 @@ impl Checker<Node> for SpecificationChecker {
         let histories = by_key(run);
         let mut out: Vec<Violation> = Vec::new();
         // Every LWW conflict was resolved for the greater (clock, node) stamp.
-        if let Some(o) = run.observations.iter().find(
-            |o| matches!(&o.obs, Observation::Conflict { kept, discarded, .. } if kept < discarded),
-        ) && let Observation::Conflict {
-            key,
-            kept,
-            discarded,
-        } = &o.obs
+        if let Some((o, key, kept, discarded)) =
+            run.observations.iter().find_map(|o| match &o.obs {
+                Observation::Conflict(record) => match &record.resolution {
+                    Resolution::Kept {
+                        kept: (kept, _),
+                        discarded: (discarded, _),
+                    } if kept < discarded => Some((o, &record.key, kept, discarded)),
+                    _ => None,
+                },
+                _ => None,
+            })
         {
             out.push(violation(
                 SPECIFICATION,
@@ -262,7 +281,7 @@ impl Checker<Node> for SpecificationChecker {
             .chain(states.values().flat_map(|s| s.keys().map(String::as_str)))
             .collect();
         for key in keys {
-            let Some(kind) = Kind::of_key(key) else {
+            let Some(kind) = self.spaces.kind_of(key) else {
                 continue;
             };
             let bottom = kind.bottom();
@@ -286,6 +305,9 @@ impl Checker<Node> for SpecificationChecker {
                         }
                         "mv_not_antichain" | "mv_lost_write" | "mv_invented" => {
                             "multi-value register holds the maximal antichain of writes"
+                        }
+                        "merge_misresolved" => {
+                            "custom merge reads as its function over the maximal antichain of writes"
                         }
                         "dot_reused" => "every dot is unique",
                         _ => "OR-set add-wins semantics",
@@ -352,8 +374,171 @@ fn check_value(key: &str, value: &Value, h: &KeyHistory<'_>) -> Vec<(String, Str
         Value::Lww(r) => lww(key, r.stamp(), r.value(), h, &mut out),
         Value::MvRegister(r) => mv(key, r.entries(), h, &mut out),
         Value::OrSet(s) => orset(key, s.entries(), h, &mut out),
+        Value::Custom(r) => {
+            mv(key, r.register().entries(), h, &mut out);
+            custom(key, r.strategy(), r.resolved(), h, &mut out);
+        }
     }
     out
+}
+
+/// The specification of a merge function, written apart from the protocol's: the
+/// function over a set of values of its type (`None` for no value).
+pub fn specified_merge(merge: CustomMerge, values: &[&str]) -> Option<String> {
+    if values.is_empty() {
+        return None;
+    }
+    let ints = || values.iter().filter_map(|v| v.parse::<i64>().ok());
+    let sets = || {
+        values.iter().map(|v| {
+            v.split(',')
+                .filter(|e| !e.is_empty())
+                .map(str::to_string)
+                .collect::<BTreeSet<String>>()
+        })
+    };
+    let join = |s: BTreeSet<String>| s.into_iter().collect::<Vec<_>>().join(",");
+    Some(match (merge.value_type(), merge.function()) {
+        (ValueType::Int, MergeFn::Max) => ints().max()?.to_string(),
+        (ValueType::Int, MergeFn::Min) => ints().min()?.to_string(),
+        (_, MergeFn::Max) => values.iter().max()?.to_string(),
+        (_, MergeFn::Min) => values.iter().min()?.to_string(),
+        (_, MergeFn::Longest) => values.iter().max_by_key(|v| (v.len(), **v))?.to_string(),
+        (_, MergeFn::Union) => join(sets().flatten().collect()),
+        (_, MergeFn::Intersection) => {
+            let mut all = sets();
+            let first = all.next()?;
+            join(all.fold(first, |acc, s| acc.intersection(&s).cloned().collect()))
+        }
+    })
+}
+
+/// A custom-merge register against the history: with no write of unknown outcome, its
+/// reading is the function over the acknowledged writes no acknowledged write replaced.
+fn custom(
+    key: &str,
+    merge: CustomMerge,
+    resolved: Option<String>,
+    h: &KeyHistory<'_>,
+    out: &mut Vec<(String, String)>,
+) {
+    if h.unknown
+        .iter()
+        .any(|op| matches!(op.request, Op::Assign { .. }))
+    {
+        return;
+    }
+    let mut writes: Vec<(Dot, &Vec<Dot>, &str)> = Vec::new();
+    for (op, reply) in &h.ok {
+        if let (Reply::Written { dot, supersedes }, Op::Assign { value, .. }) = (reply, &op.request)
+        {
+            writes.push((*dot, supersedes, value.as_str()));
+        }
+    }
+    let maximal: Vec<&str> = writes
+        .iter()
+        .filter(|(d, _, _)| !writes.iter().any(|(_, sup, _)| sup.contains(d)))
+        .map(|(_, _, v)| *v)
+        .collect();
+    let expected = specified_merge(merge, &maximal);
+    if expected != resolved {
+        out.push((
+            "merge_misresolved".into(),
+            format!(
+                "{key} reads {:?}, but {} over the unreplaced writes {maximal:?} is {:?}",
+                resolved,
+                merge.function().name(),
+                expected
+            ),
+        ));
+    }
+}
+
+/// Conflict records: correctly resolved, and complete for converged custom-merge values.
+#[derive(Debug, Clone, Default)]
+pub struct ConflictChecker {
+    /// The run's key spaces (custom-merge ones included).
+    pub spaces: KeySpaces,
+}
+
+const RECORDED: &str = "every conflict is recorded durably, with its resolution";
+
+impl Checker<Node> for ConflictChecker {
+    fn name(&self) -> &'static str {
+        CONFLICTS
+    }
+
+    fn check(&self, run: &RunOutput<Node>) -> Vec<Violation> {
+        let mut out = Vec::new();
+        // Each record's resolution follows its key space's strategy.
+        let mut records: BTreeMap<NodeId, Vec<&super::ConflictRecord>> = BTreeMap::new();
+        for o in &run.observations {
+            let Observation::Conflict(record) = &o.obs else {
+                continue;
+            };
+            records.entry(o.node).or_default().push(record);
+            if let Resolution::Merged {
+                result, resolved, ..
+            } = &record.resolution
+                && let Some(super::crdt::Kind::Custom(merge)) = self.spaces.kind_of(&record.key)
+            {
+                let values: Vec<&str> = result.iter().map(|(_, v)| v.as_str()).collect();
+                let expected = specified_merge(merge, &values);
+                if expected.as_deref() != Some(resolved.as_str()) && out.is_empty() {
+                    out.push(violation(
+                        CONFLICTS,
+                        "conflict_misresolved",
+                        RECORDED,
+                        format!(
+                            "{}: conflict record {} on {} resolved {values:?} as {resolved:?}, not {expected:?}",
+                            o.node, record.id, record.key
+                        ),
+                        Some(o.time),
+                        vec![o.node],
+                    ));
+                }
+            }
+        }
+        // Completeness: a converged custom value holding concurrent writes was produced
+        // by a recorded conflict at that replica.
+        let (states, _) = final_states(run);
+        let mut reported = BTreeSet::new();
+        for (&node, values) in &states {
+            for (key, value) in values.iter() {
+                let Value::Custom(r) = value else { continue };
+                let held: Vec<(Dot, String)> = r
+                    .register()
+                    .entries()
+                    .iter()
+                    .map(|(d, v)| (*d, v.clone()))
+                    .collect();
+                if held.len() < 2 {
+                    continue;
+                }
+                let recorded = records.get(&node).is_some_and(|rs| {
+                    rs.iter().any(|rec| {
+                        rec.key == *key
+                            && matches!(&rec.resolution, Resolution::Merged { result, .. } if *result == held)
+                    })
+                });
+                if !recorded && reported.insert(key.clone()) {
+                    let dots: Vec<String> = held.iter().map(|(d, v)| format!("{v}@{d}")).collect();
+                    out.push(violation(
+                        CONFLICTS,
+                        "conflict_unrecorded",
+                        RECORDED,
+                        format!(
+                            "{node} holds the concurrent writes {} of {key} but recorded no conflict that merged them",
+                            dots.join(", ")
+                        ),
+                        None,
+                        vec![node],
+                    ));
+                }
+            }
+        }
+        out
+    }
 }
 
 fn counter(key: &str, value: i64, h: &KeyHistory<'_>, out: &mut Vec<(String, String)>) {

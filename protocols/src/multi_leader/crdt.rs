@@ -77,6 +77,11 @@ impl CausalContext {
         self.max_contiguous(replica).max(cloud_max)
     }
 
+    /// Entries kept: version-vector entries plus dots beyond it.
+    pub fn size(&self) -> usize {
+        self.vv.len() + self.cloud.len()
+    }
+
     /// The number of dots kept beyond the version vector (garbage not yet collected).
     pub fn cloud_len(&self) -> usize {
         self.cloud.len()
@@ -472,6 +477,249 @@ impl OrSet {
 }
 
 // ---------------------------------------------------------------------------------
+// Custom merge
+// ---------------------------------------------------------------------------------
+
+/// The type of the values a custom-merge key space holds; a write whose value does not
+/// parse as this type is refused at the node that takes it, so a merge never meets one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueType {
+    /// A signed 64-bit integer in decimal.
+    Int,
+    /// Any text.
+    Text,
+    /// A set of elements, written as comma-separated text (`"a,b"`; `""` is empty).
+    Set,
+}
+
+impl ValueType {
+    pub const ALL: [ValueType; 3] = [ValueType::Int, ValueType::Text, ValueType::Set];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueType::Int => "int",
+            ValueType::Text => "text",
+            ValueType::Set => "set",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ValueType> {
+        ValueType::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Whether `value` is a value of this type.
+    pub fn admits(self, value: &str) -> Result<(), String> {
+        match self {
+            ValueType::Int => value
+                .parse::<i64>()
+                .map(|_| ())
+                .map_err(|_| format!("{value:?} is not an int")),
+            ValueType::Text => Ok(()),
+            ValueType::Set => {
+                if value.split(',').any(|e| e.is_empty()) && !value.is_empty() {
+                    Err(format!(
+                        "{value:?} is not a set (comma-separated, no empty element)"
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// A named merge function for concurrent values. Each is commutative, associative and
+/// idempotent over its value type (a semilattice join on values), so folding any
+/// antichain of concurrent values in any order gives one answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MergeFn {
+    /// The greatest value (numerically for ints, by bytes for text).
+    Max,
+    /// The least value.
+    Min,
+    /// The longest text, ties to the greatest by bytes.
+    Longest,
+    /// The union of sets.
+    Union,
+    /// The intersection of sets.
+    Intersection,
+}
+
+impl MergeFn {
+    pub const ALL: [MergeFn; 5] = [
+        MergeFn::Max,
+        MergeFn::Min,
+        MergeFn::Longest,
+        MergeFn::Union,
+        MergeFn::Intersection,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MergeFn::Max => "max",
+            MergeFn::Min => "min",
+            MergeFn::Longest => "longest",
+            MergeFn::Union => "union",
+            MergeFn::Intersection => "intersection",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<MergeFn> {
+        MergeFn::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The functions that merge values of `ty`.
+    pub fn for_type(ty: ValueType) -> &'static [MergeFn] {
+        match ty {
+            ValueType::Int => &[MergeFn::Max, MergeFn::Min],
+            ValueType::Text => &[MergeFn::Max, MergeFn::Min, MergeFn::Longest],
+            ValueType::Set => &[MergeFn::Union, MergeFn::Intersection],
+        }
+    }
+}
+
+/// A custom-merge key space's strategy: a value type and a merge function valid for it.
+/// Built only by [`CustomMerge::new`], which refuses a function that does not fit the type,
+/// so no configuration can fail at its first conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CustomMerge {
+    ty: ValueType,
+    function: MergeFn,
+}
+
+/// A merge function named for a value type it cannot merge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("merge function {function} does not apply to {ty} values; expected one of: {expected}")]
+pub struct MergeMismatch {
+    pub function: &'static str,
+    pub ty: &'static str,
+    pub expected: String,
+}
+
+impl CustomMerge {
+    pub fn new(ty: ValueType, function: MergeFn) -> Result<CustomMerge, MergeMismatch> {
+        let valid = MergeFn::for_type(ty);
+        if valid.contains(&function) {
+            Ok(CustomMerge { ty, function })
+        } else {
+            Err(MergeMismatch {
+                function: function.name(),
+                ty: ty.name(),
+                expected: valid
+                    .iter()
+                    .map(|f| f.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+        }
+    }
+
+    pub fn value_type(self) -> ValueType {
+        self.ty
+    }
+
+    pub fn function(self) -> MergeFn {
+        self.function
+    }
+
+    /// Two values merged. Values of the wrong type (never written: writes are checked)
+    /// are ordered as text, so the function stays total.
+    pub fn merge_two(self, a: &str, b: &str) -> String {
+        let by_int = |pick_greater: bool| match (a.parse::<i64>(), b.parse::<i64>()) {
+            (Ok(x), Ok(y)) => {
+                if (x >= y) == pick_greater {
+                    a.to_string()
+                } else {
+                    b.to_string()
+                }
+            }
+            _ => if (a >= b) == pick_greater { a } else { b }.to_string(),
+        };
+        let elements = |s: &str| -> BTreeSet<String> {
+            s.split(',')
+                .filter(|e| !e.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        match (self.ty, self.function) {
+            (ValueType::Int, MergeFn::Max) => by_int(true),
+            (ValueType::Int, MergeFn::Min) => by_int(false),
+            (_, MergeFn::Max) => a.max(b).to_string(),
+            (_, MergeFn::Min) => a.min(b).to_string(),
+            (_, MergeFn::Longest) => if (a.len(), a) >= (b.len(), b) { a } else { b }.to_string(),
+            (_, MergeFn::Union) => {
+                let all: Vec<String> = elements(a).union(&elements(b)).cloned().collect();
+                all.join(",")
+            }
+            (_, MergeFn::Intersection) => {
+                let both: Vec<String> = elements(a).intersection(&elements(b)).cloned().collect();
+                both.join(",")
+            }
+        }
+    }
+
+    /// The resolution of concurrent values: the function folded over them in order
+    /// (any order gives the same answer); `None` for no value.
+    pub fn resolve<'a>(self, values: impl IntoIterator<Item = &'a str>) -> Option<String> {
+        let mut out: Option<String> = None;
+        for v in values {
+            out = Some(match out {
+                None => self.merge_two(v, v),
+                Some(acc) => self.merge_two(&acc, v),
+            });
+        }
+        out
+    }
+}
+
+/// A custom-merge register: a multi-value register (a write replaces every value it has
+/// seen; concurrent writes are all kept) whose concurrent values read as their merge
+/// by the key space's function.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergedRegister {
+    merge: CustomMerge,
+    register: MvRegister,
+}
+
+impl MergedRegister {
+    pub fn new(merge: CustomMerge) -> Self {
+        MergedRegister {
+            merge,
+            register: MvRegister::new(),
+        }
+    }
+
+    pub fn strategy(&self) -> CustomMerge {
+        self.merge
+    }
+
+    pub fn register(&self) -> &MvRegister {
+        &self.register
+    }
+
+    /// The value a reader sees: the concurrent values merged.
+    pub fn resolved(&self) -> Option<String> {
+        self.merge.resolve(self.register.values())
+    }
+
+    pub fn assign_delta(&self, dot: Dot, value: impl Into<String>) -> MergedRegister {
+        MergedRegister {
+            merge: self.merge,
+            register: self.register.assign_delta(dot, value),
+        }
+    }
+
+    fn with_register(&self, register: MvRegister) -> MergedRegister {
+        MergedRegister {
+            merge: self.merge,
+            register,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
 // Typed values
 // ---------------------------------------------------------------------------------
 
@@ -485,6 +733,8 @@ pub enum Kind {
     Lww,
     MvRegister,
     OrSet,
+    /// A multi-value register read through a named merge function (a custom key space).
+    Custom(CustomMerge),
 }
 
 impl Kind {
@@ -496,7 +746,8 @@ impl Kind {
         Kind::OrSet,
     ];
 
-    /// The key prefix of this kind's key space (`g.k0`, `pn.k0`, ...).
+    /// The key prefix of this kind's key space (`g.k0`, `pn.k0`, ...); custom key spaces
+    /// are named by the scenario ([`KeySpaces`]).
     pub fn prefix(self) -> &'static str {
         match self {
             Kind::GCounter => "g",
@@ -504,6 +755,7 @@ impl Kind {
             Kind::Lww => "lww",
             Kind::MvRegister => "mv",
             Kind::OrSet => "set",
+            Kind::Custom(_) => "custom",
         }
     }
 
@@ -514,6 +766,7 @@ impl Kind {
             Kind::Lww => "lww",
             Kind::MvRegister => "mvregister",
             Kind::OrSet => "orset",
+            Kind::Custom(_) => "custom merge register",
         }
     }
 
@@ -534,7 +787,57 @@ impl Kind {
             Kind::Lww => Value::Lww(LwwRegister::new()),
             Kind::MvRegister => Value::MvRegister(MvRegister::new()),
             Kind::OrSet => Value::OrSet(OrSet::new()),
+            Kind::Custom(m) => Value::Custom(MergedRegister::new(m)),
         }
+    }
+}
+
+/// The key spaces of a run: the built-in ones (`g.`, `pn.`, `lww.`, `mv.`, `set.`) and
+/// the custom-merge ones the scenario names, each with its strategy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySpaces {
+    custom: BTreeMap<String, CustomMerge>,
+}
+
+impl KeySpaces {
+    /// Built-in key spaces only.
+    pub fn builtin() -> Self {
+        KeySpaces::default()
+    }
+
+    /// Adds a custom key space; refuses a name that is empty, holds a `.`, or is taken.
+    pub fn with_custom(mut self, name: &str, merge: CustomMerge) -> Result<Self, String> {
+        if name.is_empty() || name.contains('.') {
+            return Err(format!(
+                "custom key space {name:?}: expected a non-empty name without a dot"
+            ));
+        }
+        if Kind::ALL.iter().any(|k| k.prefix() == name) || self.custom.contains_key(name) {
+            return Err(format!("custom key space {name:?} is already a key space"));
+        }
+        self.custom.insert(name.to_string(), merge);
+        Ok(self)
+    }
+
+    pub fn custom(&self) -> &BTreeMap<String, CustomMerge> {
+        &self.custom
+    }
+
+    /// The kind of `key`, from its key space (the text before its first `.`).
+    pub fn kind_of(&self, key: &str) -> Option<Kind> {
+        Kind::of_key(key).or_else(|| {
+            let prefix = key.split_once('.')?.0;
+            self.custom.get(prefix).map(|&m| Kind::Custom(m))
+        })
+    }
+
+    /// The key space names, for messages.
+    pub fn names(&self) -> Vec<String> {
+        Kind::ALL
+            .iter()
+            .map(|k| format!("{}.", k.prefix()))
+            .chain(self.custom.keys().map(|k| format!("{k}.")))
+            .collect()
     }
 }
 
@@ -546,6 +849,7 @@ pub enum Value {
     Lww(LwwRegister),
     MvRegister(MvRegister),
     OrSet(OrSet),
+    Custom(MergedRegister),
 }
 
 /// Merging two values of different kinds.
@@ -573,6 +877,7 @@ impl Value {
             Value::Lww(_) => Kind::Lww,
             Value::MvRegister(_) => Kind::MvRegister,
             Value::OrSet(_) => Kind::OrSet,
+            Value::Custom(r) => Kind::Custom(r.merge),
         }
     }
 
@@ -604,6 +909,14 @@ impl Value {
                 Value::OrSet(a.merge_remove_unobserved(b))
             }
             (Value::OrSet(a), Value::OrSet(b)) => Value::OrSet(a.merge(b)),
+            (Value::Custom(a), Value::Custom(b)) if a.merge == b.merge => {
+                let register = if flaws.mv_collapse {
+                    a.register.merge_collapsing(&b.register)
+                } else {
+                    a.register.merge(&b.register)
+                };
+                Value::Custom(a.with_register(register))
+            }
             (a, b) => {
                 return Err(KindMismatch {
                     left: a.kind().name(),
@@ -611,6 +924,17 @@ impl Value {
                 });
             }
         })
+    }
+
+    /// The causal metadata the value keeps: dots of its entries plus its context's
+    /// entries (counters and LWW keep none beyond their values).
+    pub fn metadata_size(&self) -> usize {
+        match self {
+            Value::GCounter(_) | Value::PnCounter(_) | Value::Lww(_) => 0,
+            Value::MvRegister(r) => r.entries.len() + r.context.size(),
+            Value::OrSet(s) => s.entries.len() + s.context.size(),
+            Value::Custom(r) => r.register.entries.len() + r.register.context.size(),
+        }
     }
 
     /// A short rendering of the value a reader sees (no metadata), for transcripts.
@@ -626,6 +950,7 @@ impl Value {
                     s.elements().into_iter().collect::<Vec<_>>().join(",")
                 )
             }
+            Value::Custom(r) => r.resolved().unwrap_or_else(|| "-".into()),
         }
     }
 }
@@ -697,6 +1022,13 @@ fn fmt_dotted(
 impl std::fmt::Debug for MvRegister {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         fmt_dotted(f, "Mv", &self.entries, &self.context)
+    }
+}
+
+impl std::fmt::Debug for MergedRegister {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = format!("{}:{}", self.merge.ty.name(), self.merge.function.name());
+        fmt_dotted(f, &name, &self.register.entries, &self.register.context)
     }
 }
 

@@ -47,7 +47,9 @@ use serde::{Deserialize, Serialize};
 use sim_core::{Ctx, NodeId, OpId, Process, SimDuration, SimTime, TimerId};
 use storage::kv::EngineOpener;
 
-use self::crdt::{CausalContext, Dot, Kind, LwwRegister, MergeFlaws, OrSet, Stamp, Value};
+use self::crdt::{
+    CausalContext, Dot, KeySpaces, Kind, LwwRegister, MergeFlaws, OrSet, Stamp, Value,
+};
 use self::hlc::Hlc;
 use self::store::{Commit, Store};
 use crate::common::{BugFlag, BugFlagError, unknown};
@@ -144,6 +146,9 @@ pub struct Timing {
     pub settle: SimDuration,
     /// The most changes in one replication message.
     pub batch_max: usize,
+    /// How long a conflict record is kept once the change that caused it is causally
+    /// stable (applied at every node), measured on the node's hybrid clock.
+    pub conflict_retention: SimDuration,
 }
 
 impl Default for Timing {
@@ -153,6 +158,7 @@ impl Default for Timing {
             retransmit_after: SimDuration::from_millis(150),
             settle: SimDuration::from_millis(200),
             batch_max: 64,
+            conflict_retention: SimDuration::from_millis(500),
         }
     }
 }
@@ -181,6 +187,8 @@ pub struct Settings {
     pub topology: Topology,
     pub shipping: Shipping,
     pub timing: Timing,
+    /// The key spaces: the built-in ones and the scenario's custom-merge ones.
+    pub spaces: KeySpaces,
     /// The node's storage engine.
     pub engine: Arc<dyn EngineOpener>,
 }
@@ -191,6 +199,7 @@ impl fmt::Debug for Settings {
             .field("topology", &self.topology)
             .field("shipping", &self.shipping)
             .field("timing", &self.timing)
+            .field("spaces", &self.spaces)
             .field("engine", &self.engine.name())
             .finish()
     }
@@ -211,8 +220,62 @@ pub struct Update {
 pub enum Msg {
     /// Changes the receiver has not acknowledged.
     Replicate { updates: Vec<Update> },
-    /// The changes `(origin, seq)` are durable at the sender.
-    Ack { ids: Vec<(u32, u64)> },
+    /// The changes `(origin, seq)` are durable at the sender; with the sender's view of
+    /// what every node has applied (for causal stability).
+    Ack { ids: Vec<(u32, u64)>, seen: Matrix },
+}
+
+/// Per node, the changes it has applied as a version vector over origins (`node ->
+/// origin -> seq`): what each node has told, directly or through others. Joined by
+/// pointwise maximum. A change `(origin, seq)` is *causally stable* once every node's
+/// row reaches it.
+pub type Matrix = BTreeMap<u32, BTreeMap<u32, u64>>;
+
+fn join_matrix(a: &mut Matrix, b: &Matrix) -> bool {
+    let mut grew = false;
+    for (node, row) in b {
+        let mine = a.entry(*node).or_default();
+        for (origin, seq) in row {
+            let e = mine.entry(*origin).or_insert(0);
+            if *seq > *e {
+                *e = *seq;
+                grew = true;
+            }
+        }
+    }
+    grew
+}
+
+/// How a conflict was resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Resolution {
+    /// LWW: the write with the greater (clock, node) stamp was kept.
+    Kept {
+        kept: (Stamp, String),
+        discarded: (Stamp, String),
+    },
+    /// Custom merge: the values held, the values the change brought, the concurrent
+    /// values now held, and what they read as through the key space's function.
+    Merged {
+        held: Vec<(Dot, String)>,
+        incoming: Vec<(Dot, String)>,
+        result: Vec<(Dot, String)>,
+        resolved: String,
+    },
+}
+
+/// A durable conflict record: a replicated write met a different write of the key at
+/// this node (from another origin or from the same one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictRecord {
+    /// The record's number at this node.
+    pub id: u64,
+    pub key: String,
+    /// The change `(origin, seq)` whose application met the held value.
+    pub change: (u32, u64),
+    /// The node's clock when it recorded the conflict.
+    pub at: Hlc,
+    pub resolution: Resolution,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -251,7 +314,10 @@ impl Op {
             (self, kind),
             (Op::Increment { .. }, Kind::GCounter | Kind::PnCounter)
                 | (Op::Decrement { .. }, Kind::PnCounter)
-                | (Op::Assign { .. }, Kind::Lww | Kind::MvRegister)
+                | (
+                    Op::Assign { .. },
+                    Kind::Lww | Kind::MvRegister | Kind::Custom(_)
+                )
                 | (Op::Add { .. } | Op::Remove { .. }, Kind::OrSet)
         )
     }
@@ -302,12 +368,21 @@ pub enum Observation {
         key: String,
         error: String,
     },
-    /// A conflict record: a replicated LWW write met a different write of the key here
-    /// (from another node or from the same one); `kept` won.
-    Conflict {
-        key: String,
-        kept: Stamp,
-        discarded: Stamp,
+    /// A conflict record, durable (in the batch that applied the change) before this.
+    Conflict(ConflictRecord),
+    /// The conflict records a restarted node read back from its disk.
+    RecoveredConflicts { records: Vec<ConflictRecord> },
+    /// Metadata collected once causally stable: conflict records past their retention and
+    /// log entries every node has applied.
+    Collected { records: Vec<u64>, log_entries: u64 },
+    /// The node's metadata, reported with each snapshot and after each collection:
+    /// conflict records kept, outgoing
+    /// log entries, and the dots and version-vector entries in its values' causal
+    /// contexts and its applied set.
+    Metadata {
+        records: u64,
+        log_entries: u64,
+        context_entries: u64,
     },
     /// Every key's value, emitted once the state has been unchanged for `settle`.
     Snapshot { values: BTreeMap<String, Value> },
@@ -340,6 +415,10 @@ pub const BUG_FLAGS: &[BugFlag] = &[
         name: "multi_leader.mvreg_collapse",
         description: "multi-value register merges keep only the greatest dot, collapsing concurrent writes to one value",
     },
+    BugFlag {
+        name: "multi_leader.same_origin_conflicts_ignored",
+        description: "a conflict is recorded only when the held write's origin differs from the node that delivered the change (the reference's local_origin != remote_node test), so forwarded and same-origin conflicts leave no record",
+    },
 ];
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -350,6 +429,7 @@ pub struct Bugs {
     pub orset_remove_unobserved: bool,
     pub dot_counter_not_persisted: bool,
     pub mvreg_collapse: bool,
+    pub same_origin_conflicts_ignored: bool,
 }
 
 impl Bugs {
@@ -363,6 +443,9 @@ impl Bugs {
                 "multi_leader.orset_remove_unobserved" => bugs.orset_remove_unobserved = true,
                 "multi_leader.dot_counter_not_persisted" => bugs.dot_counter_not_persisted = true,
                 "multi_leader.mvreg_collapse" => bugs.mvreg_collapse = true,
+                "multi_leader.same_origin_conflicts_ignored" => {
+                    bugs.same_origin_conflicts_ignored = true
+                }
                 _ => return Err(unknown(name, BUG_FLAGS)),
             }
         }
@@ -403,6 +486,15 @@ pub struct Node {
     dot_cache: BTreeMap<String, u64>,
     /// Whether the state changed since the last snapshot, and when (local clock).
     dirty: Option<SimTime>,
+    /// The conflict records kept on disk, by number.
+    conflicts: BTreeMap<u64, ConflictRecord>,
+    /// The last conflict record number used (durable).
+    conflict_seq: u64,
+    /// What every node has applied, as far as this node knows (volatile: rebuilt from
+    /// the applied set and the neighbours after a restart).
+    seen: Matrix,
+    /// Each neighbour's matrix as it last sent it, and when this node last sent its own.
+    neighbour_seen: BTreeMap<NodeId, (Matrix, Option<SimTime>)>,
 }
 
 impl fmt::Debug for Store {
@@ -434,6 +526,132 @@ impl Node {
             outbox: BTreeMap::new(),
             dot_cache: BTreeMap::new(),
             dirty: None,
+            conflicts: BTreeMap::new(),
+            conflict_seq: 0,
+            seen: Matrix::new(),
+            neighbour_seen: BTreeMap::new(),
+        }
+    }
+
+    fn kind_of(&self, key: &str) -> Option<Kind> {
+        self.settings.spaces.kind_of(key)
+    }
+
+    /// Refreshes this node's own row of the matrix from its applied set.
+    fn refresh_own_row(&mut self, n: u32) {
+        let row: BTreeMap<u32, u64> = (0..n)
+            .map(|o| (o, self.applied.max_contiguous(o)))
+            .filter(|&(_, s)| s > 0)
+            .collect();
+        self.seen.insert(self.id.0, row);
+    }
+
+    /// The highest seq of each origin that every node has applied.
+    fn stable(&self, n: u32) -> BTreeMap<u32, u64> {
+        (0..n)
+            .map(|o| {
+                let least = (0..n)
+                    .map(|j| {
+                        self.seen
+                            .get(&j)
+                            .and_then(|row| row.get(&o))
+                            .copied()
+                            .unwrap_or(0)
+                    })
+                    .min()
+                    .unwrap_or(0);
+                (o, least)
+            })
+            .collect()
+    }
+
+    /// Drops what causal stability makes unneeded: log entries every node has applied
+    /// (whoever delivered them), and conflict records past their retention whose change
+    /// every node has applied. Deletes are not synced: one lost in a crash is redone.
+    fn collect_garbage(&mut self, ctx: &mut Ctx<'_, Self>) {
+        let n = ctx.node_count() as u32;
+        self.refresh_own_row(n);
+        let stable = self.stable(n);
+        let is_stable = |(o, s): (u32, u64)| stable.get(&o).is_some_and(|&st| s <= st);
+        let log: Vec<(u32, u64)> = self
+            .outbox
+            .keys()
+            .copied()
+            .filter(|&id| is_stable(id))
+            .collect();
+        let now = self.hlc.physical.max(millis(ctx.now()));
+        let retention = self.settings.timing.conflict_retention.as_micros() / 1000;
+        let records: Vec<u64> = self
+            .conflicts
+            .values()
+            .filter(|r| is_stable(r.change) && now.saturating_sub(r.at.physical) >= retention)
+            .map(|r| r.id)
+            .collect();
+        if log.is_empty() && records.is_empty() {
+            return;
+        }
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        for &(o, s) in &log {
+            self.outbox.remove(&(o, s));
+            if let Err(e) = store.forget(o, s) {
+                self.fail(ctx, e);
+                return;
+            }
+        }
+        for &id in &records {
+            self.conflicts.remove(&id);
+            if let Err(e) = store.forget_conflict(id) {
+                self.fail(ctx, e);
+                return;
+            }
+        }
+        ctx.observe(Observation::Collected {
+            records,
+            log_entries: log.len() as u64,
+        });
+        // The metadata report after a collection (a node may collect after its last
+        // snapshot, once the final changes become stable).
+        ctx.observe(self.metadata());
+    }
+
+    /// Sends the matrix to neighbours whose last one differs, at most once per
+    /// `retransmit_after` each (so a lost one is sent again).
+    fn gossip_stability(&mut self, ctx: &mut Ctx<'_, Self>) {
+        let now = ctx.now();
+        let resend = self.settings.timing.retransmit_after;
+        for &nb in &self.neighbours {
+            let entry = self
+                .neighbour_seen
+                .entry(nb)
+                .or_insert_with(|| (Matrix::new(), None));
+            if entry.0 == self.seen {
+                continue;
+            }
+            if entry.1.is_some_and(|t| now.saturating_since(t) < resend) {
+                continue;
+            }
+            entry.1 = Some(now);
+            ctx.send(
+                nb,
+                Msg::Ack {
+                    ids: Vec::new(),
+                    seen: self.seen.clone(),
+                },
+            );
+        }
+    }
+
+    fn metadata(&self) -> Observation {
+        let mut context_entries = self.applied.size() as u64;
+        for v in self.values.values() {
+            context_entries += v.metadata_size() as u64;
+        }
+        Observation::Metadata {
+            records: self.conflicts.len() as u64,
+            log_entries: self.outbox.len() as u64,
+            context_entries,
         }
     }
 
@@ -498,6 +716,20 @@ impl Node {
                     Reply::Written {
                         dot,
                         supersedes: r.current_dots(),
+                    },
+                )
+            }
+            (Op::Assign { key, value }, Value::Custom(r)) => {
+                r.strategy()
+                    .value_type()
+                    .admits(value)
+                    .map_err(|e| format!("{key}: {e}"))?;
+                let dot = self.next_dot(key, r.register().context());
+                (
+                    Value::Custom(r.assign_delta(dot, value.clone())),
+                    Reply::Written {
+                        dot,
+                        supersedes: r.register().current_dots(),
                     },
                 )
             }
@@ -590,7 +822,7 @@ impl Node {
             if applied.contains(id) {
                 continue;
             }
-            let merged = match Kind::of_key(&u.key) {
+            let merged = match self.kind_of(&u.key) {
                 Some(kind) if kind == u.delta.kind() => {
                     let current = changed
                         .get(&u.key)
@@ -600,14 +832,12 @@ impl Node {
                     let merged = current
                         .merge_with(&u.delta, flaws)
                         .map_err(|e| e.to_string());
-                    if let (Value::Lww(here), Value::Lww(incoming), Ok(Value::Lww(result))) =
-                        (&current, &u.delta, &merged)
-                        && let (Some(a), Some(b), Some(kept)) =
-                            (here.stamp(), incoming.stamp(), result.stamp())
-                        && a != b
+                    if let Ok(result) = &merged
+                        && let Some(resolution) = conflict(&current, &u.delta, result)
+                        && !(self.bugs.same_origin_conflicts_ignored
+                            && held_origins(&current).contains(&from.0))
                     {
-                        let discarded = if kept == a { b } else { a };
-                        conflicts.push((u.key.clone(), kept, discarded));
+                        conflicts.push((u.key.clone(), (u.origin, u.seq), resolution));
                     }
                     merged
                 }
@@ -641,12 +871,28 @@ impl Node {
                 .iter()
                 .filter(|u| !self.forward_targets(u.origin, Some(from)).is_empty())
                 .collect();
+            let mut conflict_seq = self.conflict_seq;
+            let records: Vec<ConflictRecord> = conflicts
+                .into_iter()
+                .map(|(key, change, resolution)| {
+                    conflict_seq += 1;
+                    ConflictRecord {
+                        id: conflict_seq,
+                        key,
+                        change,
+                        at: hlc,
+                        resolution,
+                    }
+                })
+                .collect();
             let commit = Commit {
                 hlc: Some(hlc),
                 seq: None,
                 applied: Some(&applied),
                 values: changed.iter().map(|(k, v)| (k.as_str(), v)).collect(),
                 log: forwards,
+                conflicts: records.iter().collect(),
+                conflict_seq: (!records.is_empty()).then_some(conflict_seq),
             };
             let Some(store) = self.store.as_mut() else {
                 return;
@@ -659,12 +905,10 @@ impl Node {
             self.applied = applied;
             self.values.extend(changed);
             self.dirty = Some(ctx.now());
-            for (key, kept, discarded) in conflicts {
-                ctx.observe(Observation::Conflict {
-                    key,
-                    kept,
-                    discarded,
-                });
+            self.conflict_seq = conflict_seq;
+            for record in records {
+                self.conflicts.insert(record.id, record.clone());
+                ctx.observe(Observation::Conflict(record));
             }
             for u in fresh {
                 ctx.observe(Observation::Applied {
@@ -676,10 +920,28 @@ impl Node {
                 self.enqueue(u, Some(from));
             }
         }
-        ctx.send(from, Msg::Ack { ids: acks });
+        self.refresh_own_row(ctx.node_count() as u32);
+        ctx.send(
+            from,
+            Msg::Ack {
+                ids: acks,
+                seen: self.seen.clone(),
+            },
+        );
     }
 
-    fn on_ack(&mut self, ctx: &mut Ctx<'_, Self>, from: NodeId, ids: Vec<(u32, u64)>) {
+    fn on_ack(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        from: NodeId,
+        ids: Vec<(u32, u64)>,
+        seen: Matrix,
+    ) {
+        join_matrix(&mut self.seen, &seen);
+        self.neighbour_seen
+            .entry(from)
+            .or_insert_with(|| (Matrix::new(), None))
+            .0 = seen;
         for id in ids {
             let Some(pending) = self.outbox.get_mut(&id) else {
                 continue;
@@ -719,9 +981,17 @@ impl Process for Node {
                 self.seq = r.seq;
                 self.applied = r.applied;
                 self.values = r.values;
+                self.conflict_seq = r.conflict_seq;
                 for update in r.log {
                     self.enqueue(update, None);
                 }
+                if !r.conflicts.is_empty() {
+                    ctx.observe(Observation::RecoveredConflicts {
+                        records: r.conflicts.clone(),
+                    });
+                }
+                self.conflicts = r.conflicts.into_iter().map(|c| (c.id, c)).collect();
+                self.refresh_own_row(ctx.node_count() as u32);
             }
             Err(e) => self.fail(ctx, e),
         }
@@ -735,7 +1005,7 @@ impl Process for Node {
         }
         match msg {
             Msg::Replicate { updates } => self.on_replicate(ctx, from, updates),
-            Msg::Ack { ids } => self.on_ack(ctx, from, ids),
+            Msg::Ack { ids, seen } => self.on_ack(ctx, from, ids, seen),
         }
     }
 
@@ -744,6 +1014,8 @@ impl Process for Node {
             Timer::Replicate => {
                 if self.store.is_some() {
                     self.send_pending(ctx);
+                    self.collect_garbage(ctx);
+                    self.gossip_stability(ctx);
                 }
                 if let Some(since) = self.dirty
                     && ctx.now().saturating_since(since) >= self.settings.timing.settle
@@ -752,6 +1024,7 @@ impl Process for Node {
                     ctx.observe(Observation::Snapshot {
                         values: self.values.clone(),
                     });
+                    ctx.observe(self.metadata());
                 }
                 ctx.set_timer(self.settings.timing.replicate_interval, Timer::Replicate);
             }
@@ -767,10 +1040,13 @@ impl Process for Node {
             return;
         }
         let key = request.key().to_string();
-        let Some(kind) = Kind::of_key(&key) else {
+        let Some(kind) = self.kind_of(&key) else {
             ctx.reply_fail(
                 op,
-                format!("{key} is in no key space (g., pn., lww., mv., set.)"),
+                format!(
+                    "{key} is in no key space ({})",
+                    self.settings.spaces.names().join(", ")
+                ),
             );
             return;
         };
@@ -823,6 +1099,7 @@ impl Process for Node {
             } else {
                 vec![&update]
             },
+            ..Commit::default()
         };
         let Some(store) = self.store.as_mut() else {
             return;
@@ -848,5 +1125,57 @@ impl Process for Node {
         self.dirty = Some(ctx.now());
         self.enqueue(update, None);
         ctx.reply_ok(op, reply);
+    }
+}
+
+/// The origins of the writes `value` holds (LWW: its writer; custom merge: every
+/// concurrent value's).
+fn held_origins(value: &Value) -> BTreeSet<u32> {
+    match value {
+        Value::Lww(r) => r.stamp().map(|s| s.replica).into_iter().collect(),
+        Value::Custom(r) => r.register().entries().keys().map(|d| d.replica).collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// The conflict, if joining `incoming` into `held` (giving `result`) is one: for LWW, two
+/// different writes met (whichever origin each came from); for a custom merge, the
+/// result holds two or more concurrent values and is not what was held (a write arrived
+/// that the held values had not seen, and the values were merged).
+fn conflict(held: &Value, incoming: &Value, result: &Value) -> Option<Resolution> {
+    match (held, incoming, result) {
+        (Value::Lww(h), Value::Lww(i), Value::Lww(r)) => {
+            let (a, b, kept) = (h.stamp()?, i.stamp()?, r.stamp()?);
+            if a == b {
+                return None;
+            }
+            let (av, bv) = (h.value()?.to_string(), i.value()?.to_string());
+            let (kept, discarded) = if kept == a {
+                ((a, av), (b, bv))
+            } else {
+                ((b, bv), (a, av))
+            };
+            Some(Resolution::Kept { kept, discarded })
+        }
+        (Value::Custom(h), Value::Custom(i), Value::Custom(r)) => {
+            let entries = |m: &crdt::MergedRegister| -> Vec<(Dot, String)> {
+                m.register()
+                    .entries()
+                    .iter()
+                    .map(|(d, v)| (*d, v.clone()))
+                    .collect()
+            };
+            let result = entries(r);
+            if result.len() < 2 || result == entries(h) {
+                return None;
+            }
+            Some(Resolution::Merged {
+                held: entries(h),
+                incoming: entries(i),
+                result,
+                resolved: r.resolved()?,
+            })
+        }
+        _ => None,
     }
 }

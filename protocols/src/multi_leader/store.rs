@@ -11,6 +11,9 @@
 //! - `l/<origin>/<seq>` — the outgoing replication log: a change still to be delivered
 //!   to some neighbour. Deleted once every neighbour has acknowledged it.
 //!
+//! - `c/<n>` — conflict record number `n`, written in the batch of the change that met
+//!   the conflict; `m/cseq` the last record number. Deleted (unsynced) once collected.
+//!
 //! Every change — a local write or a remote one applied — is one atomic batch (value,
 //! applied set, clock, sequence number, log entry), synced before it is revealed (the
 //! client's reply, an acknowledgement, a forward).
@@ -23,13 +26,14 @@ use serde::de::DeserializeOwned;
 use storage::kv::{EngineError, EngineOpener, KvEngine, WriteBatch};
 use storage::vfs::VfsHandle;
 
-use super::Update;
 use super::crdt::{CausalContext, Value};
 use super::hlc::Hlc;
+use super::{ConflictRecord, Update};
 
 const HLC_KEY: &[u8] = b"m/hlc";
 const SEQ_KEY: &[u8] = b"m/seq";
 const APPLIED_KEY: &[u8] = b"m/applied";
+const CONFLICT_SEQ_KEY: &[u8] = b"m/cseq";
 
 /// Errors of the durable store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +52,8 @@ pub(crate) struct Recovered {
     pub applied: CausalContext,
     pub values: BTreeMap<String, Value>,
     pub log: Vec<Update>,
+    pub conflicts: Vec<ConflictRecord>,
+    pub conflict_seq: u64,
 }
 
 /// One change's writes, applied in one batch and synced.
@@ -58,6 +64,8 @@ pub(crate) struct Commit<'a> {
     pub applied: Option<&'a CausalContext>,
     pub values: Vec<(&'a str, &'a Value)>,
     pub log: Vec<&'a Update>,
+    pub conflicts: Vec<&'a ConflictRecord>,
+    pub conflict_seq: Option<u64>,
 }
 
 pub(crate) struct Store {
@@ -66,6 +74,10 @@ pub(crate) struct Store {
 
 fn log_key(origin: u32, seq: u64) -> Vec<u8> {
     format!("l/{origin:05}/{seq:020}").into_bytes()
+}
+
+fn conflict_key(id: u64) -> Vec<u8> {
+    format!("c/{id:020}").into_bytes()
 }
 
 fn value_key(key: &str) -> Vec<u8> {
@@ -110,6 +122,10 @@ impl Store {
                 })?;
             } else if key == SEQ_KEY {
                 out.seq = decode(&key, &bytes)?;
+            } else if key == CONFLICT_SEQ_KEY {
+                out.conflict_seq = decode(&key, &bytes)?;
+            } else if key.starts_with(b"c/") {
+                out.conflicts.push(decode(&key, &bytes)?);
             } else if key == APPLIED_KEY {
                 out.applied = decode(&key, &bytes)?;
             } else if let Some(name) = key.strip_prefix(b"s/") {
@@ -127,6 +143,9 @@ impl Store {
                 });
             }
         }
+        // A record number is never reused, even if `m/cseq` was lost with a record.
+        let highest = out.conflicts.iter().map(|c| c.id).max().unwrap_or(0);
+        out.conflict_seq = out.conflict_seq.max(highest);
         Ok(out)
     }
 
@@ -148,6 +167,12 @@ impl Store {
         for update in &commit.log {
             batch.put(log_key(update.origin, update.seq), encode(update)?);
         }
+        for record in &commit.conflicts {
+            batch.put(conflict_key(record.id), encode(record)?);
+        }
+        if let Some(n) = commit.conflict_seq {
+            batch.put(CONFLICT_SEQ_KEY, encode(&n)?);
+        }
         self.engine.write_batch(&batch)?;
         self.engine.sync()?;
         Ok(())
@@ -157,6 +182,14 @@ impl Store {
     /// lost in a crash, the entry is sent again and de-duplicated by its receivers.
     pub(crate) fn forget(&mut self, origin: u32, seq: u64) -> Result<(), StoreError> {
         self.engine.delete(&log_key(origin, seq))?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Drops a collected conflict record (not synced: a lost delete is collected again).
+    pub(crate) fn forget_conflict(&mut self, id: u64) -> Result<(), StoreError> {
+        self.engine.delete(&conflict_key(id))?;
         Ok(())
     }
 }

@@ -9,12 +9,13 @@ use sim_core::ClientId;
 use sim_core::rng::SimRng;
 
 use super::Op;
-use super::crdt::Kind;
+use super::crdt::{Kind, ValueType};
 
 /// Generates CRDT requests.
 #[derive(Debug, Clone)]
 pub struct CrdtWorkload {
-    kinds: Vec<Kind>,
+    /// Each key space's prefix and kind.
+    kinds: Vec<(String, Kind)>,
     keys: u32,
     elements: u32,
     written: Vec<u64>,
@@ -28,11 +29,20 @@ impl CrdtWorkload {
                 Kind::ALL.to_vec()
             } else {
                 kinds
-            },
+            }
+            .into_iter()
+            .map(|k| (k.prefix().to_string(), k))
+            .collect(),
             keys: keys.max(1),
             elements: elements.max(1),
             written: Vec::new(),
         }
+    }
+
+    /// Also writes the custom-merge key space `name` of `kind` (values of its type).
+    pub fn with_space(mut self, name: &str, kind: Kind) -> Self {
+        self.kinds.push((name.to_string(), kind));
+        self
     }
 
     fn unique_value(&mut self, client: ClientId) -> String {
@@ -46,8 +56,9 @@ impl CrdtWorkload {
 
     /// The next request of `client`.
     pub fn next(&mut self, client: ClientId, rng: &mut SimRng) -> Op {
-        let kind = self.kinds[rng.random_range(0..self.kinds.len())];
-        let key = format!("{}.k{}", kind.prefix(), rng.random_range(0..self.keys));
+        let (prefix, kind) = &self.kinds[rng.random_range(0..self.kinds.len())];
+        let kind = *kind;
+        let key = format!("{prefix}.k{}", rng.random_range(0..self.keys));
         match kind {
             Kind::GCounter => Op::Increment {
                 key,
@@ -65,6 +76,20 @@ impl CrdtWorkload {
                 key,
                 value: self.unique_value(client),
             },
+            Kind::Custom(m) => {
+                let value = match m.value_type() {
+                    ValueType::Int => rng.random_range(-1000i64..1000).to_string(),
+                    ValueType::Text => self.unique_value(client),
+                    ValueType::Set => {
+                        let n = rng.random_range(0..=2);
+                        let picked: std::collections::BTreeSet<String> = (0..n)
+                            .map(|_| format!("e{}", rng.random_range(0..self.elements)))
+                            .collect();
+                        picked.into_iter().collect::<Vec<_>>().join(",")
+                    }
+                };
+                Op::Assign { key, value }
+            }
             Kind::OrSet => {
                 let element = format!("e{}", rng.random_range(0..self.elements));
                 if rng.random_bool(0.4) {

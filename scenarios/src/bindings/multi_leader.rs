@@ -1,6 +1,8 @@
 //! Multi-leader replication of CRDT-typed keys, bound to scenario files.
 
-use protocols::multi_leader::crdt::Kind;
+use std::collections::BTreeMap;
+
+use protocols::multi_leader::crdt::{CustomMerge, KeySpaces, Kind, MergeFn, ValueType};
 use protocols::multi_leader::workload::CrdtWorkload;
 use protocols::multi_leader::{
     BUG_FLAGS, Bugs, Node, Observation, Settings, Shipping, Timing, Topology, checker,
@@ -28,7 +30,11 @@ pub static ENTRY: ProtocolEntry = ProtocolEntry {
         },
         CheckerInfo {
             name: checker::SPECIFICATION,
-            properties: "counters within acknowledged and unknown updates, LWW holds the maximal (clock, node), MV the maximal antichain, OR-set add-wins, unique dots",
+            properties: "counters within acknowledged and unknown updates, LWW holds the maximal (clock, node), MV the maximal antichain, OR-set add-wins, custom merge reads as its function over the maximal antichain, unique dots",
+        },
+        CheckerInfo {
+            name: checker::CONFLICTS,
+            properties: "conflict records resolve by their strategy; a converged custom-merge value holding concurrent writes was recorded as a conflict at that replica",
         },
     ],
     bug_flags: BUG_FLAGS,
@@ -75,6 +81,17 @@ struct SettingsFile {
     types: Option<Spanned<Vec<String>>>,
     keys: Option<Spanned<u32>>,
     elements: Option<Spanned<u32>>,
+    conflict_retention: Option<Duration>,
+    custom: Option<BTreeMap<String, Spanned<CustomFile>>>,
+}
+
+/// A custom-merge key space: `name = { type = "int", merge = "max" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomFile {
+    #[serde(rename = "type")]
+    ty: String,
+    merge: String,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +107,7 @@ struct MlSettings {
     shipping: Shipping,
     timing: Timing,
     kinds: Vec<Kind>,
+    spaces: KeySpaces,
     keys: u32,
     elements: u32,
 }
@@ -134,6 +152,7 @@ fn settings(file: &str, text: &str) -> Result<MlSettings, ScenarioError> {
         (&mut timing.replicate_interval, raw.replicate_interval),
         (&mut timing.retransmit_after, raw.retransmit_after),
         (&mut timing.settle, raw.settle),
+        (&mut timing.conflict_retention, raw.conflict_retention),
     ] {
         if let Some(d) = value {
             *field = d.0;
@@ -179,6 +198,38 @@ fn settings(file: &str, text: &str) -> Result<MlSettings, ScenarioError> {
             kinds
         }
     };
+    let mut spaces = KeySpaces::builtin();
+    for (name, space) in raw.custom.into_iter().flatten() {
+        let at = Some(space.span());
+        let space = space.into_inner();
+        let ty = ValueType::from_name(&space.ty).ok_or_else(|| {
+            let known: Vec<&str> = ValueType::ALL.iter().map(|t| t.name()).collect();
+            error(
+                at.clone(),
+                format!(
+                    "custom key space {name}: unknown value type {}; expected one of: {}",
+                    space.ty,
+                    known.join(", ")
+                ),
+            )
+        })?;
+        let function = MergeFn::from_name(&space.merge).ok_or_else(|| {
+            let known: Vec<&str> = MergeFn::for_type(ty).iter().map(|f| f.name()).collect();
+            error(
+                at.clone(),
+                format!(
+                    "custom key space {name}: unknown merge function {}; expected one of: {}",
+                    space.merge,
+                    known.join(", ")
+                ),
+            )
+        })?;
+        let merge = CustomMerge::new(ty, function)
+            .map_err(|e| error(at.clone(), format!("custom key space {name}: {e}")))?;
+        spaces = spaces
+            .with_custom(&name, merge)
+            .map_err(|m| error(at.clone(), m))?;
+    }
     let count = |v: Option<Spanned<u32>>, name: &str, default: u32| match v {
         Some(k) if !(1..=1000).contains(k.get_ref()) => Err(error(
             Some(k.span()),
@@ -192,6 +243,7 @@ fn settings(file: &str, text: &str) -> Result<MlSettings, ScenarioError> {
         shipping,
         timing,
         kinds,
+        spaces,
         keys: count(raw.keys, "keys", 2)?,
         elements: count(raw.elements, "elements", 3)?,
     })
@@ -202,6 +254,10 @@ fn settings(file: &str, text: &str) -> Result<MlSettings, ScenarioError> {
 fn measure(run: &RunOutput<Node>) -> Vec<Metric> {
     let (mut writes, mut delta, mut state) = (0u64, 0u64, 0u64);
     let mut applied = 0u64;
+    let (mut conflicts, mut collected) = (0u64, 0u64);
+    // Each node's last reported metadata; the run's peak over all reports.
+    let mut last: BTreeMap<NodeId, (u64, u64, u64)> = BTreeMap::new();
+    let mut peak = (0u64, 0u64, 0u64);
     for o in &run.observations {
         match &o.obs {
             Observation::LocalWrite {
@@ -214,6 +270,20 @@ fn measure(run: &RunOutput<Node>) -> Vec<Metric> {
                 state += state_bytes;
             }
             Observation::Applied { .. } => applied += 1,
+            Observation::Conflict(_) => conflicts += 1,
+            Observation::Collected { records, .. } => collected += records.len() as u64,
+            Observation::Metadata {
+                records,
+                log_entries,
+                context_entries,
+            } => {
+                last.insert(o.node, (*records, *log_entries, *context_entries));
+                peak = (
+                    peak.0.max(*records),
+                    peak.1.max(*log_entries),
+                    peak.2.max(*context_entries),
+                );
+            }
             _ => {}
         }
     }
@@ -244,6 +314,34 @@ fn measure(run: &RunOutput<Node>) -> Vec<Metric> {
             name: "convergence_after_heal_us",
             value: converged,
         },
+        Metric {
+            name: "conflict_records",
+            value: conflicts,
+        },
+        Metric {
+            name: "conflict_records_collected",
+            value: collected,
+        },
+        Metric {
+            name: "final_records_max",
+            value: last.values().map(|m| m.0).max().unwrap_or(0),
+        },
+        Metric {
+            name: "final_log_entries_max",
+            value: last.values().map(|m| m.1).max().unwrap_or(0),
+        },
+        Metric {
+            name: "final_context_entries_max",
+            value: last.values().map(|m| m.2).max().unwrap_or(0),
+        },
+        Metric {
+            name: "peak_records",
+            value: peak.0,
+        },
+        Metric {
+            name: "peak_context_entries",
+            value: peak.2,
+        },
     ]
 }
 
@@ -266,15 +364,26 @@ fn run(scenario: &Scenario, options: RunOptions) -> Result<RunReport, ScenarioEr
             topology: s.topology.clone(),
             shipping: s.shipping,
             timing: s.timing.clone(),
+            spaces: s.spaces.clone(),
             engine,
         });
     }
     let factory = move |node: NodeId| Node::new(node, per_node[node.index()].clone(), bugs);
     let mut generator = CrdtWorkload::new(s.kinds.clone(), s.keys, s.elements);
+    for (name, &merge) in s.spaces.custom() {
+        generator = generator.with_space(name, Kind::Custom(merge));
+    }
     let workload = move |client: ClientId, rng: &mut SimRng| generator.next(client, rng);
     let checkers: Vec<Box<dyn Checker<Node>>> = vec![
-        Box::new(checker::ConvergenceChecker),
-        Box::new(checker::SpecificationChecker),
+        Box::new(checker::ConvergenceChecker {
+            spaces: s.spaces.clone(),
+        }),
+        Box::new(checker::SpecificationChecker {
+            spaces: s.spaces.clone(),
+        }),
+        Box::new(checker::ConflictChecker {
+            spaces: s.spaces.clone(),
+        }),
     ];
     run_protocol_measured(
         scenario,
@@ -303,6 +412,7 @@ mod tests {
         parse("topology = \"ring\"\nshipping = \"full\"\ntypes = [\"orset\", \"lww\"]").unwrap();
         parse("topology = \"custom\"\nedges = [[0, 1], [1, 2], [2, 3]]").unwrap();
         parse("").unwrap();
+        parse("[settings.custom]\nhi = { type = \"int\", merge = \"max\" }\ntags = { type = \"set\", merge = \"union\" }\nname = { type = \"text\", merge = \"longest\" }").unwrap();
     }
 
     #[test]
@@ -325,6 +435,27 @@ mod tests {
         );
         let e = parse("retransmit_after = \"5ms\"").unwrap_err();
         assert!(e.contains("retransmit_after must be at least"), "{e}");
+        let e = parse("[settings.custom]\nhi = { type = \"int\", merge = \"union\" }").unwrap_err();
+        assert!(
+            e.contains(
+                "merge function union does not apply to int values; expected one of: max, min"
+            ),
+            "{e}"
+        );
+        let e = parse("[settings.custom]\nhi = { type = \"int\", merge = \"sum\" }").unwrap_err();
+        assert!(
+            e.contains("unknown merge function sum; expected one of: max, min"),
+            "{e}"
+        );
+        let e = parse("[settings.custom]\nhi = { type = \"float\", merge = \"max\" }").unwrap_err();
+        assert!(
+            e.contains("unknown value type float; expected one of: int, text, set"),
+            "{e}"
+        );
+        let e = parse("[settings.custom]\nlww = { type = \"text\", merge = \"max\" }").unwrap_err();
+        assert!(e.contains("already a key space"), "{e}");
+        let e = parse("[settings.custom]\nhi = { type = \"int\" }").unwrap_err();
+        assert!(e.contains("missing field `merge`"), "{e}");
         let e = parse("leader = 1").unwrap_err();
         assert!(e.contains("unknown field"), "{e}");
     }
