@@ -15,6 +15,8 @@ pub struct EngineTuning {
     pub bitcask_merge_trigger_files: Option<usize>,
     /// The B+tree's `max_dirty_pages`.
     pub btree_max_dirty_pages: Option<usize>,
+    /// The B+tree's `page_size`.
+    pub btree_page_size: Option<usize>,
     /// The LSM's `memtable_bytes`.
     pub lsm_memtable_bytes: Option<usize>,
     /// The LSM's `level_base_bytes`.
@@ -82,7 +84,7 @@ pub static ENGINES: &[EngineEntry] = &[
                     max_dirty_pages: tuning
                         .btree_max_dirty_pages
                         .unwrap_or(defaults.max_dirty_pages),
-                    ..defaults
+                    page_size: tuning.btree_page_size.unwrap_or(defaults.page_size),
                 },
             })
         },

@@ -447,6 +447,30 @@ impl Builder<'_> {
         if let Some(capacity) = file.capacity_bytes {
             disk.capacity_bytes = Some(capacity);
         }
+        if let Some(paths) = &file.fault_paths {
+            let list = paths.get_ref();
+            if list.is_empty() || list.len() > 16 {
+                return self.error(
+                    paths.span(),
+                    format!(
+                        "fault_paths has {} entries; expected 1 to 16 path prefixes (leave it out to aim faults at every file)",
+                        list.len()
+                    ),
+                );
+            }
+            if let Some(bad) = list
+                .iter()
+                .find(|p| p.is_empty() || p.starts_with('/') || p.len() > 256)
+            {
+                return self.error(
+                    paths.span(),
+                    format!(
+                        "fault_paths entry {bad:?} is invalid; expected a non-empty relative path prefix such as \"raft/state/btree.db\""
+                    ),
+                );
+            }
+            disk.fault_paths = list.clone();
+        }
         Ok(disk)
     }
 
@@ -664,6 +688,21 @@ impl Builder<'_> {
                 );
             }
             tuning.btree_max_dirty_pages = Some(*pages.get_ref() as usize);
+        }
+        if let Some(size) = &f.btree_page_size {
+            let s = *size.get_ref() as usize;
+            let range = storage::btree::MIN_PAGE_SIZE..=storage::btree::MAX_PAGE_SIZE;
+            if !s.is_power_of_two() || !range.contains(&s) {
+                return self.error(
+                    size.span(),
+                    format!(
+                        "`[storage]` btree_page_size {s} is invalid: expected a power of two from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                );
+            }
+            tuning.btree_page_size = Some(s);
         }
         if let Some(bytes) = &f.lsm_memtable_bytes {
             if !(256..=1 << 30).contains(bytes.get_ref()) {

@@ -162,6 +162,8 @@ pub struct DiskFile {
     pub misdirected_write: Option<Probability>,
     /// Capacity in bytes; writes beyond it fail with "no space".
     pub capacity_bytes: Option<u64>,
+    /// Path prefixes (on each node's disk) the per-call faults are confined to.
+    pub fault_paths: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,6 +213,9 @@ pub struct StorageFile {
     /// The B+tree checkpoints when more logged pages than this are not yet in its data
     /// file (default 1024): small values checkpoint (write pages in place) often.
     pub btree_max_dirty_pages: Option<Spanned<u32>>,
+    /// The B+tree's page size (default 4096; a power of two from 1024 to 32768): smaller
+    /// pages make more of them, so a checkpoint rewrites a smaller share of the tree.
+    pub btree_page_size: Option<Spanned<u32>>,
     /// The LSM's memtable size (simulation default 8 KiB): smaller flushes more often.
     pub lsm_memtable_bytes: Option<Spanned<u32>>,
     /// The LSM's level-1 budget (simulation default 32 KiB; level n holds this times

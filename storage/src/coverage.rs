@@ -102,6 +102,10 @@ pub const POINTS: &[Point] = &[
         description: "B+tree recovery replayed page images from its redo log",
     },
     Point {
+        name: "btree.checkpoint_write_rewritten",
+        description: "a B+tree checkpoint read a page back unlike its image (a misdirected or lost write) and wrote it again",
+    },
+    Point {
         name: "lsm.memtable_flushed",
         description: "the LSM tree flushed its memtable to a new SSTable",
     },

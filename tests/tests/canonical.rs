@@ -144,15 +144,9 @@ fn every_bug_flag_is_found_by_a_canonical_scenario() {
     }
 }
 
-/// Engine bug flags that no canonical scenario's protocol sweep has found yet. Each is
-/// caught by the engine's own crash or corruption suite (`storage/tests`); here the
-/// list is checked to be exact, so it can only shrink: see `docs/bug-zoo.md` for why
-/// each is out of reach of today's scenarios.
-const ENGINE_FLAGS_NOT_YET_FOUND_BY_A_PROTOCOL: &[&str] = &["btree.crc_excludes_page_number"];
-
 /// Every engine bug flag has a recorded detecting seed on a canonical scenario (a
 /// protocol holding its durable state in that engine finds it), which passes without
-/// the flag — except the flags listed above, which have none.
+/// the flag.
 #[test]
 fn engine_bug_flags_are_found_by_protocol_sweeps() {
     let mut recorded: Vec<(PathBuf, scenarios::regressions::Regression)> = Vec::new();
@@ -165,22 +159,12 @@ fn engine_bug_flags_are_found_by_protocol_sweeps() {
         let detection = recorded
             .iter()
             .find(|(_, r)| r.bugs.len() == 1 && r.bugs[0] == flag.name);
-        let expected_missing = ENGINE_FLAGS_NOT_YET_FOUND_BY_A_PROTOCOL.contains(&flag.name);
         let Some((path, r)) = detection else {
-            assert!(
-                expected_missing,
+            panic!(
                 "engine bug flag {} has no recorded detecting seed in scenarios/library",
                 flag.name
             );
-            continue;
         };
-        assert!(
-            !expected_missing,
-            "{} is found by {} seed {}: take it off the not-yet-found list",
-            flag.name,
-            path.display(),
-            r.seed
-        );
         let scenario = Scenario::load(path).expect("valid");
         let clean = scenarios::run(&scenario, RunOptions::seed(r.seed)).expect("runs");
         assert!(

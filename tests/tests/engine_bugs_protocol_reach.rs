@@ -13,6 +13,10 @@
 //!   vanishes when a Bitcask node restarts.
 //! - `lsm.tombstone_dropped_early` — `dynamo-tombstone-collection`: a collected
 //!   tombstone's record comes back from a deeper LSM level and the replicas disagree.
+//! - `btree.crc_excludes_page_number` — `raft-btree-misdirected`: misdirected writes
+//!   aimed at the B+tree's data file (`[disk] fault_paths`) with pages as large as the
+//!   sectors (`[storage] btree_page_size`); a clobbered leaf reads as valid and, after a
+//!   restart, its keys are gone.
 //!
 //! Each detection runs a small known seed range with the flag (the first detecting seed
 //! is also recorded in the scenario's `.regressions` file) and checks that the detecting
@@ -49,6 +53,16 @@ fn in_band_tombstone_is_found_under_raft_edge_values() {
         "raft-edge-values.toml",
         "bitcask.in_band_tombstone",
         0..6,
+        "not_linearizable",
+    );
+}
+
+#[test]
+fn crc_excludes_page_number_is_found_under_raft_btree_misdirected() {
+    detects(
+        "raft-btree-misdirected.toml",
+        "btree.crc_excludes_page_number",
+        16..17,
         "not_linearizable",
     );
 }
@@ -156,6 +170,82 @@ fn literal_values_are_read_and_validated() {
     ] {
         let err = Scenario::parse("t.toml", &text, "t")
             .expect_err(&text)
+            .to_string();
+        assert!(err.contains(expected), "{text}: {err}");
+    }
+}
+
+/// `raft-btree-misdirected` reaches `btree.crc_excludes_page_number` because its faults
+/// are aimed at the B+tree's data file and its pages are as large as the sectors: on
+/// the detecting seed, the scenario without either finds nothing.
+#[test]
+fn crc_excludes_page_number_needs_aimed_faults_and_page_sized_sectors() {
+    let tuned = scenario("raft-btree-misdirected.toml");
+    assert_eq!(tuned.sim.disk.fault_paths, vec!["raft/state/btree.db"]);
+    assert_eq!(tuned.engine_tuning.btree_page_size, Some(1024));
+    let options = || RunOptions {
+        bugs: vec!["btree.crc_excludes_page_number".to_string()],
+        ..RunOptions::seed(16)
+    };
+    assert!(!scenarios::run(&tuned, options()).expect("runs").passed());
+    let without = |keys: &[&str]| {
+        tuned
+            .text
+            .lines()
+            .filter(|l| !keys.iter().any(|k| l.starts_with(k)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for (what, keys) in [
+        ("unaimed", &["fault_paths"][..]),
+        (
+            "4 KiB pages and sectors",
+            &["btree_page_size", "sector_size"][..],
+        ),
+    ] {
+        let text = without(keys);
+        let variant = Scenario::parse("variant.toml", &text, "variant").expect("valid");
+        let report = scenarios::run(&variant, options()).expect("runs");
+        assert!(report.passed(), "{what}: {:?}", report.violations);
+    }
+}
+
+#[test]
+fn aimed_faults_and_btree_page_size_are_read_and_validated() {
+    let base = "protocol = \"raft\"\nnodes = 3\nduration = \"1s\"\n";
+    let ok = Scenario::parse(
+        "t.toml",
+        &format!(
+            "{base}[disk]\nmisdirected_write = 0.1\nfault_paths = [\"raft/state\", \"raft/log\"]\n[storage]\nengine = \"btree\"\nbtree_page_size = 2048\n"
+        ),
+        "t",
+    )
+    .expect("valid");
+    assert_eq!(ok.sim.disk.fault_paths, vec!["raft/state", "raft/log"]);
+    assert_eq!(ok.engine_tuning.btree_page_size, Some(2048));
+    let none = Scenario::parse("t.toml", base, "t").expect("valid");
+    assert!(none.sim.disk.fault_paths.is_empty());
+    assert_eq!(none.engine_tuning.btree_page_size, None);
+    for (text, expected) in [
+        (
+            "[disk]\nfault_paths = []\n",
+            "t.toml:5:15: fault_paths has 0 entries; expected 1 to 16",
+        ),
+        (
+            "[disk]\nfault_paths = [\"/abs\"]\n",
+            "fault_paths entry \"/abs\" is invalid; expected a non-empty relative path prefix",
+        ),
+        (
+            "[storage]\nengine = \"btree\"\nbtree_page_size = 1000\n",
+            "btree_page_size 1000 is invalid: expected a power of two from 1024 to 32768",
+        ),
+        (
+            "[storage]\nengine = \"btree\"\nbtree_page_size = 512\n",
+            "btree_page_size 512 is invalid",
+        ),
+    ] {
+        let err = Scenario::parse("t.toml", &format!("{base}{text}"), "t")
+            .expect_err(text)
             .to_string();
         assert!(err.contains(expected), "{text}: {err}");
     }

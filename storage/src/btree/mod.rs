@@ -242,7 +242,7 @@ impl BTree {
             )?;
             recovery.created = true;
         }
-        let mut file = vfs.open(&path)?;
+        let file = vfs.open(&path)?;
         let mut slots = [0u8; 2 * SUPERBLOCK_SLOT_BYTES];
         let n = file.read_at(0, &mut slots)?;
         let decode_slot = |i: usize| {
@@ -300,6 +300,11 @@ impl BTree {
         let records = wal.replay(sb.wal_seq).map_err(|e| wal_error(&wal_dir, e))?;
         let mut meta = sb.meta;
         let page_size = options.page_size;
+        // The replayed images become the dirty set of the checkpoint below, which writes
+        // them and reads every one back before the superblock advances past the WAL
+        // records that hold them: written here directly, a misdirected replay write
+        // would leave the page's older (valid) image in place and the WAL would go.
+        let mut replayed: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
         for r in &records {
             match r.payload.first() {
                 Some(&RECORD_PAGE) if r.payload.len() == 5 + page_size => {
@@ -325,7 +330,7 @@ impl BTree {
                                 format!("logged page {page_no}: {d}"),
                             )
                         })?;
-                    file.write_at(page_no as u64 * page_size as u64, image)?;
+                    replayed.insert(page_no, image.to_vec());
                     recovery.replayed_pages += 1;
                 }
                 Some(&RECORD_META) if r.payload.len() == 1 + META_LEN => {
@@ -344,7 +349,10 @@ impl BTree {
             }
         }
         let file_len = file.len()?;
-        if file_len < u64::from(meta.page_count) * page_size as u64 {
+        let whole_pages = file_len / page_size as u64;
+        let missing = (whole_pages..u64::from(meta.page_count))
+            .any(|p| !u32::try_from(p).is_ok_and(|p| replayed.contains_key(&p)));
+        if missing {
             return Err(EngineError::corruption(
                 &path,
                 file_len,
@@ -364,7 +372,7 @@ impl BTree {
             meta,
             generation: sb.generation,
             superblock_wal_seq: sb.wal_seq,
-            dirty: BTreeMap::new(),
+            dirty: replayed,
             logged_pages: 0,
             free_set: BTreeSet::new(),
             cache: RefCell::new(BTreeMap::new()),
@@ -769,6 +777,7 @@ impl BTree {
                 break;
             }
             misdirected = true;
+            crate::sometimes!("btree.checkpoint_write_rewritten");
             if attempt == CHECKPOINT_WRITE_RETRIES {
                 return Err(self.corrupt_page(
                     bad[0],
