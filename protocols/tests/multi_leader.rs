@@ -116,7 +116,7 @@ fn replicas(kind: Kind, steps: &[Step]) -> [Value; 3] {
                     Value::OrSet(s.remove_delta(&element))
                 } else {
                     let dot = Dot::new(id, s.context().max_seen(id) + 1);
-                    Value::OrSet(OrSet::add_delta(dot, element))
+                    Value::OrSet(s.add_delta(dot, element))
                 }
             }
         };
@@ -292,10 +292,11 @@ fn counters_join_by_maximum_and_the_summing_defect_counts_twice() {
 
 #[test]
 fn orset_is_add_wins_and_remove_deletes_only_observed_adds() {
-    let base = OrSet::new().merge(&OrSet::add_delta(Dot::new(0, 1), "x"));
-    // Replica 0 removes x (observing dot (0,1)); replica 1 concurrently adds x again.
+    let base = OrSet::new().merge(&OrSet::new().add_delta(Dot::new(0, 1), "x"));
+    // Replica 0 removes x (observing dot (0,1)); replica 1 concurrently adds x, before
+    // it has seen replica 0's add, and then receives that add.
     let removed = base.merge(&base.remove_delta("x"));
-    let readded = base.merge(&OrSet::add_delta(Dot::new(1, 1), "x"));
+    let readded = base.merge(&OrSet::new().add_delta(Dot::new(1, 1), "x"));
     assert!(!removed.contains("x"));
     let joined = removed.merge(&readded);
     assert!(joined.contains("x"), "the concurrent add wins");
@@ -924,4 +925,35 @@ fn metadata_stays_bounded_in_a_long_run_once_causally_stable() {
     let piled: u64 = final_metadata(&kept).values().map(|m| m.0).sum();
     assert_eq!(piled, made(&kept), "every record is still on disk");
     assert!(piled > 3 * made(&short));
+}
+
+/// The reference's OR-set kept a tag per add forever. Here an add replaces the element's
+/// dots it observed: re-adding keeps one dot, concurrent adds keep one each (and a
+/// later add that has seen both folds them into one), and the context stays a version
+/// vector.
+#[test]
+fn orset_readd_replaces_the_dots_it_observed() {
+    let mut a = OrSet::new();
+    for n in 1..=100 {
+        a = a.merge(&a.add_delta(Dot::new(0, n), "x"));
+    }
+    assert_eq!(a.dots_of("x"), vec![Dot::new(0, 100)]);
+    assert_eq!(a.context().cloud_len(), 0);
+    assert_eq!(a.context().size(), 1);
+    // Replica 1 adds x concurrently: both adds survive the join.
+    let b = OrSet::new().add_delta(Dot::new(1, 1), "x");
+    let joined = a.merge(&b);
+    assert_eq!(joined.dots_of("x"), vec![Dot::new(0, 100), Dot::new(1, 1)]);
+    // A remove that observed only replica 0's add leaves replica 1's: add wins.
+    let removed = a.merge(&a.remove_delta("x"));
+    assert_eq!(removed.merge(&b).dots_of("x"), vec![Dot::new(1, 1)]);
+    // An add after the join replaces both.
+    let again = joined.merge(&joined.add_delta(Dot::new(0, 101), "x"));
+    assert_eq!(again.dots_of("x"), vec![Dot::new(0, 101)]);
+    // Its delta, shipped to a replica that holds only replica 1's add, deletes that too.
+    assert_eq!(
+        b.merge(&joined.add_delta(Dot::new(0, 101), "x"))
+            .dots_of("x"),
+        vec![Dot::new(0, 101)]
+    );
 }

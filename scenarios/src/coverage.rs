@@ -16,6 +16,8 @@ pub fn protocol_points(protocol: &str) -> &'static [Point] {
         "two_pc" => protocols::two_pc::COVERAGE,
         "gossip" => protocols::gossip::COVERAGE,
         "bully" => protocols::bully::COVERAGE,
+        "pbft" => protocols::pbft::COVERAGE,
+        "multi_leader" => protocols::multi_leader::COVERAGE,
         // Dynamo embeds SWIM for its membership.
         "dynamo" => protocols::gossip::COVERAGE,
         _ => &[],

@@ -14,8 +14,10 @@
 //!   it; and no dot is ever used twice.
 //! - [`ConflictChecker`] — conflict records: each resolves as its strategy says (LWW
 //!   keeps the greater stamp, a custom merge reads as its function over the concurrent
-//!   values), and every replica whose converged custom-merge value holds concurrent
-//!   writes recorded the conflict that produced exactly that set.
+//!   values); every replicated LWW write applied at a replica that already held a
+//!   write of the key has a conflict record there; and every replica whose converged
+//!   custom-merge value holds concurrent writes recorded the conflict that produced
+//!   exactly that set.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -336,7 +338,7 @@ fn dot_uniqueness(
     let mut stamps = BTreeMap::new();
     for (op, reply) in &h.ok {
         let dot = match reply {
-            Reply::Written { dot, .. } | Reply::Added { dot } => *dot,
+            Reply::Written { dot, .. } | Reply::Added { dot, .. } => *dot,
             Reply::Assigned { stamp } => {
                 if let Some(other) = stamps.insert(*stamp, op.id) {
                     problems.push((
@@ -454,7 +456,8 @@ fn custom(
     }
 }
 
-/// Conflict records: correctly resolved, and complete for converged custom-merge values.
+/// Conflict records: correctly resolved; complete for every LWW write that met another
+/// at a replica, and for converged custom-merge values.
 #[derive(Debug, Clone, Default)]
 pub struct ConflictChecker {
     /// The run's key spaces (custom-merge ones included).
@@ -497,6 +500,46 @@ impl Checker<Node> for ConflictChecker {
                         vec![o.node],
                     ));
                 }
+            }
+        }
+        // Completeness for LWW: a replicated write applied at a replica that already
+        // held a write of the key met a different one (each change is applied once, and
+        // each write has its own stamp), so the replica recorded a conflict for that
+        // change, durably, in the batch that applied it.
+        let recorded_changes: BTreeSet<(NodeId, &str, (u32, u64))> = records
+            .iter()
+            .flat_map(|(&n, rs)| rs.iter().map(move |r| (n, r.key.as_str(), r.change)))
+            .collect();
+        let mut held: BTreeSet<(NodeId, &str)> = BTreeSet::new();
+        let mut lww_reported = BTreeSet::new();
+        for o in &run.observations {
+            let (key, change) = match &o.obs {
+                Observation::LocalWrite { key, .. } => (key, None),
+                Observation::Applied {
+                    origin, seq, key, ..
+                } => (key, Some((*origin, *seq))),
+                _ => continue,
+            };
+            if self.spaces.kind_of(key) != Some(super::crdt::Kind::Lww) {
+                continue;
+            }
+            let had = !held.insert((o.node, key.as_str()));
+            let Some(change) = change else { continue };
+            if had
+                && !recorded_changes.contains(&(o.node, key.as_str(), change))
+                && lww_reported.insert(key.clone())
+            {
+                out.push(violation(
+                    CONFLICTS,
+                    "conflict_unrecorded",
+                    RECORDED,
+                    format!(
+                        "{}: the replicated write {}.{} of {key} met the write held there, but no conflict was recorded for it",
+                        o.node, change.0, change.1
+                    ),
+                    Some(o.time),
+                    vec![o.node],
+                ));
             }
         }
         // Completeness: a converged custom value holding concurrent writes was produced
@@ -698,24 +741,32 @@ fn orset(
     out: &mut Vec<(String, String)>,
 ) {
     let mut adds: Vec<(&Operation<Node>, Dot, &String)> = Vec::new();
-    let mut removes: Vec<(&String, &Vec<Dot>)> = Vec::new();
+    // Dots an acknowledged operation observed and deleted: a remove's, or a re-add's
+    // (an add replaces the element's dots it observed).
+    let mut deletions: Vec<(&String, &Vec<Dot>, &'static str)> = Vec::new();
     for (op, reply) in &h.ok {
         match (reply, &op.request) {
-            (Reply::Added { dot }, Op::Add { element, .. }) => adds.push((op, *dot, element)),
-            (Reply::Removed { dots }, Op::Remove { element, .. }) => removes.push((element, dots)),
+            (Reply::Added { dot, replaces }, Op::Add { element, .. }) => {
+                adds.push((op, *dot, element));
+                deletions.push((element, replaces, "re-add replaced"));
+            }
+            (Reply::Removed { dots }, Op::Remove { element, .. }) => {
+                deletions.push((element, dots, "remove observed"))
+            }
             _ => {}
         }
     }
-    let removed = |d: Dot, e: &str| {
-        removes
+    let deleted_by = |d: Dot, e: &str| {
+        deletions
             .iter()
-            .any(|(re, dots)| *re == e && dots.contains(&d))
+            .find(|(de, dots, _)| *de == e && dots.contains(&d))
+            .map(|(_, _, how)| *how)
     };
     for (d, e) in entries {
-        if removed(*d, e) {
+        if let Some(how) = deleted_by(*d, e) {
             out.push((
                 "orset_removed_survives".into(),
-                format!("{key} still holds {e} (dot {d}) after an acknowledged remove observed it"),
+                format!("{key} still holds {e} (dot {d}) after an acknowledged {how} it"),
             ));
         }
         let acked = adds.iter().any(|(_, ad, ae)| ad == d && *ae == e);
@@ -731,13 +782,18 @@ fn orset(
         }
     }
     for (op, d, e) in &adds {
-        if entries.get(d) == Some(*e) || removed(*d, e) {
+        if entries.get(d) == Some(*e) || deleted_by(*d, e).is_some() {
             continue;
         }
-        // A remove of unknown outcome may have observed this add.
+        // A remove of unknown outcome may have observed this add; so may a re-add of
+        // unknown outcome, which then left its own dot for the element.
         let excused = h.unknown.iter().any(|u| {
-            matches!(&u.request, Op::Remove { element, .. } if element == *e)
-                && settled_at(u) >= op.invoked_at
+            settled_at(u) >= op.invoked_at
+                && match &u.request {
+                    Op::Remove { element, .. } => element == *e,
+                    Op::Add { element, .. } => element == *e && entries.values().any(|v| v == *e),
+                    _ => false,
+                }
         });
         if !excused {
             out.push((

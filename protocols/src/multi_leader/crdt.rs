@@ -435,11 +435,17 @@ impl OrSet {
             .collect()
     }
 
-    /// The delta of adding `element` with the fresh dot `dot`.
-    pub fn add_delta(dot: Dot, element: impl Into<String>) -> OrSet {
+    /// The delta of adding `element` with the fresh dot `dot`: the new dot, and in the
+    /// context the element's dots observed here as well, so the add replaces them (the
+    /// optimized add-wins set). An element re-added without a remove therefore keeps one
+    /// dot per concurrent add, not one per add ever made; an add this replica has not
+    /// observed keeps its dot, so a concurrent add still survives a remove.
+    pub fn add_delta(&self, dot: Dot, element: impl Into<String>) -> OrSet {
+        let element = element.into();
+        let observed = self.dots_of(&element);
         OrSet {
-            entries: BTreeMap::from([(dot, element.into())]),
-            context: CausalContext::from_dots([dot]),
+            entries: BTreeMap::from([(dot, element)]),
+            context: CausalContext::from_dots(observed.into_iter().chain([dot])),
         }
     }
 

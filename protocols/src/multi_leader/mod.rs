@@ -47,9 +47,7 @@ use serde::{Deserialize, Serialize};
 use sim_core::{Ctx, NodeId, OpId, Process, SimDuration, SimTime, TimerId};
 use storage::kv::EngineOpener;
 
-use self::crdt::{
-    CausalContext, Dot, KeySpaces, Kind, LwwRegister, MergeFlaws, OrSet, Stamp, Value,
-};
+use self::crdt::{CausalContext, Dot, KeySpaces, Kind, LwwRegister, MergeFlaws, Stamp, Value};
 use self::hlc::Hlc;
 use self::store::{Commit, Store};
 use crate::common::{BugFlag, BugFlagError, unknown};
@@ -336,8 +334,11 @@ pub enum Reply {
         dot: Dot,
         supersedes: Vec<Dot>,
     },
+    /// An OR-set add, its dot and the element's dots it observed and replaced.
     Added {
         dot: Dot,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replaces: Vec<Dot>,
     },
     /// The add dots the remove observed and deleted.
     Removed {
@@ -607,6 +608,13 @@ impl Node {
                 return;
             }
         }
+        if !records.is_empty() {
+            ctx.sometimes("multi_leader.conflict_records_collected");
+        }
+        if !log.is_empty() {
+            // Still in the outbox, so not acknowledged by the neighbour it was due to.
+            ctx.sometimes("multi_leader.stable_log_entries_collected");
+        }
         ctx.observe(Observation::Collected {
             records,
             log_entries: log.len() as u64,
@@ -656,6 +664,7 @@ impl Node {
     }
 
     fn fail(&mut self, ctx: &mut Ctx<'_, Self>, error: impl fmt::Display) {
+        ctx.sometimes("multi_leader.fail_stop");
         self.store = None;
         ctx.observe(Observation::StorageFailed {
             error: error.to_string(),
@@ -736,8 +745,11 @@ impl Node {
             (Op::Add { key, element }, Value::OrSet(s)) => {
                 let dot = self.next_dot(key, s.context());
                 (
-                    Value::OrSet(OrSet::add_delta(dot, element.clone())),
-                    Reply::Added { dot },
+                    Value::OrSet(s.add_delta(dot, element.clone())),
+                    Reply::Added {
+                        dot,
+                        replaces: s.dots_of(element),
+                    },
                 )
             }
             (Op::Remove { element, .. }, Value::OrSet(s)) => {
@@ -834,10 +846,14 @@ impl Node {
                         .map_err(|e| e.to_string());
                     if let Ok(result) = &merged
                         && let Some(resolution) = conflict(&current, &u.delta, result)
-                        && !(self.bugs.same_origin_conflicts_ignored
-                            && held_origins(&current).contains(&from.0))
                     {
-                        conflicts.push((u.key.clone(), (u.origin, u.seq), resolution));
+                        let same_origin = held_origins(&current).contains(&from.0);
+                        if same_origin {
+                            ctx.sometimes("multi_leader.same_origin_conflict");
+                        }
+                        if !(self.bugs.same_origin_conflicts_ignored && same_origin) {
+                            conflicts.push((u.key.clone(), (u.origin, u.seq), resolution));
+                        }
                     }
                     merged
                 }
@@ -1112,7 +1128,7 @@ impl Process for Node {
         self.hlc = hlc;
         self.seq = seq;
         self.applied = applied;
-        if let Reply::Written { dot, .. } | Reply::Added { dot } = &reply {
+        if let Reply::Written { dot, .. } | Reply::Added { dot, .. } = &reply {
             self.dot_cache.insert(key.clone(), dot.counter);
         }
         ctx.observe(Observation::LocalWrite {
@@ -1179,3 +1195,23 @@ fn conflict(held: &Value, incoming: &Value, result: &Value) -> Option<Resolution
         _ => None,
     }
 }
+
+/// Multi-leader replication's coverage points (`docs/coverage.md`).
+pub const COVERAGE: &[sim_core::coverage::Point] = &[
+    sim_core::coverage::Point {
+        name: "multi_leader.same_origin_conflict",
+        description: "a replicated write met a held write delivered by the same node (the conflict the reference never recorded)",
+    },
+    sim_core::coverage::Point {
+        name: "multi_leader.conflict_records_collected",
+        description: "conflict records were collected once causally stable and past their retention",
+    },
+    sim_core::coverage::Point {
+        name: "multi_leader.stable_log_entries_collected",
+        description: "outgoing log entries were dropped unacknowledged because every node had applied them (via another path)",
+    },
+    sim_core::coverage::Point {
+        name: "multi_leader.fail_stop",
+        description: "a node stopped serving on a storage error",
+    },
+];

@@ -583,6 +583,7 @@ impl Node {
     }
 
     fn fail_stop(&mut self, ctx: &mut Ctx<'_, Self>, what: &str, error: impl fmt::Display) {
+        ctx.sometimes("pbft.fail_stop");
         ctx.observe(Observation::Stopped {
             what: what.to_string(),
             error: error.to_string(),
@@ -1333,6 +1334,7 @@ impl Node {
             return self.fail_stop(ctx, "install state", e);
         }
         self.last_exec = seq;
+        ctx.sometimes("pbft.state_transferred");
         ctx.observe(Observation::StateInstalled { seq, state });
         // Requests the state already executed wait no more.
         for item in &snapshot.items {
@@ -1770,6 +1772,10 @@ impl Node {
             }
         }
         self.next_seq = max_s.max(self.last_exec).max(self.stable.seq) + 1;
+        ctx.sometimes("pbft.view_changed");
+        if reissued > 0 {
+            ctx.sometimes("pbft.prepared_request_reissued");
+        }
         ctx.observe(Observation::NewViewEntered { view, reissued });
         let seqs: Vec<Seq> = self.log.keys().copied().collect();
         for seq in seqs {
@@ -2288,3 +2294,23 @@ impl Process for Node {
         self.active && self.durable.is_some() && self.is_primary()
     }
 }
+
+/// PBFT's coverage points (`docs/coverage.md`): rare paths a sweep should reach.
+pub const COVERAGE: &[sim_core::coverage::Point] = &[
+    sim_core::coverage::Point {
+        name: "pbft.view_changed",
+        description: "a replica entered a new view (a NEW-VIEW it sent or validated)",
+    },
+    sim_core::coverage::Point {
+        name: "pbft.prepared_request_reissued",
+        description: "a new view re-proposed requests prepared in an earlier view",
+    },
+    sim_core::coverage::Point {
+        name: "pbft.state_transferred",
+        description: "a lagging replica installed a transferred state at a stable checkpoint",
+    },
+    sim_core::coverage::Point {
+        name: "pbft.fail_stop",
+        description: "a replica stopped on a storage error",
+    },
+];
