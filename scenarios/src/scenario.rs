@@ -458,14 +458,22 @@ impl Builder<'_> {
                     ),
                 );
             }
-            if let Some(bad) = list
-                .iter()
-                .find(|p| p.is_empty() || p.starts_with('/') || p.len() > 256)
-            {
+            // A prefix no file path can start with would silently aim the faults at
+            // nothing: paths are relative, `/`-separated, with no `.`, `..` or empty
+            // component (a trailing `/` is allowed).
+            let malformed = |p: &str| {
+                let body = p.strip_suffix('/').unwrap_or(p);
+                p.len() > 256
+                    || body.is_empty()
+                    || body
+                        .split('/')
+                        .any(|c| c.is_empty() || c == "." || c == "..")
+            };
+            if let Some(bad) = list.iter().find(|p| malformed(p)) {
                 return self.error(
                     paths.span(),
                     format!(
-                        "fault_paths entry {bad:?} is invalid; expected a non-empty relative path prefix such as \"raft/state/btree.db\""
+                        "fault_paths entry {bad:?} is invalid; expected a relative path prefix with no empty, `.` or `..` component, such as \"raft/state/btree.db\""
                     ),
                 );
             }

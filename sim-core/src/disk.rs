@@ -122,9 +122,11 @@ pub struct DiskConfig {
     /// volatile length); `None` is unlimited.
     pub capacity_bytes: Option<u64>,
     /// Where the per-call faults (fsync failure, bit flip, latent sector error,
-    /// misdirected write, no space) may strike: files whose path starts with one of
-    /// these prefixes. Empty (the default) is every file. The crash model (torn and
-    /// lost sectors, lost directory operations) and explicit triggers apply everywhere.
+    /// misdirected write, no space by probability) may strike: files whose path starts
+    /// with one of these prefixes (a plain string prefix: `a/b.db` also covers
+    /// `a/b.db.tmp`). Empty (the default) is every file. The crash model (torn and lost
+    /// sectors, lost directory operations), `capacity_bytes` and explicit triggers
+    /// apply everywhere.
     /// Aiming faults at one engine's file reaches defects that faults spread over every
     /// file (mostly logs, which fail-stop) take thousands of runs to reach.
     pub fault_paths: Vec<String>,

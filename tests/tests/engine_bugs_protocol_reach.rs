@@ -233,7 +233,15 @@ fn aimed_faults_and_btree_page_size_are_read_and_validated() {
         ),
         (
             "[disk]\nfault_paths = [\"/abs\"]\n",
-            "fault_paths entry \"/abs\" is invalid; expected a non-empty relative path prefix",
+            "fault_paths entry \"/abs\" is invalid; expected a relative path prefix",
+        ),
+        (
+            "[disk]\nfault_paths = [\"./raft\"]\n",
+            "fault_paths entry \"./raft\" is invalid",
+        ),
+        (
+            "[disk]\nfault_paths = [\"raft//state\"]\n",
+            "fault_paths entry \"raft//state\" is invalid",
         ),
         (
             "[storage]\nengine = \"btree\"\nbtree_page_size = 1000\n",

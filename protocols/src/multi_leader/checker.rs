@@ -786,14 +786,12 @@ fn orset(
             continue;
         }
         // A remove of unknown outcome may have observed this add; so may a re-add of
-        // unknown outcome, which then left its own dot for the element.
+        // unknown outcome have replaced it (and its own dot may since have been removed
+        // by a remove that observed only that one).
         let excused = h.unknown.iter().any(|u| {
             settled_at(u) >= op.invoked_at
-                && match &u.request {
-                    Op::Remove { element, .. } => element == *e,
-                    Op::Add { element, .. } => element == *e && entries.values().any(|v| v == *e),
-                    _ => false,
-                }
+                && matches!(&u.request,
+                    Op::Remove { element, .. } | Op::Add { element, .. } if element == *e)
         });
         if !excused {
             out.push((

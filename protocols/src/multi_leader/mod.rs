@@ -1200,7 +1200,7 @@ fn conflict(held: &Value, incoming: &Value, result: &Value) -> Option<Resolution
 pub const COVERAGE: &[sim_core::coverage::Point] = &[
     sim_core::coverage::Point {
         name: "multi_leader.same_origin_conflict",
-        description: "a replicated write met a held write delivered by the same node (the conflict the reference never recorded)",
+        description: "a replicated write met a held write that originated at the node delivering it (the conflict the reference never recorded)",
     },
     sim_core::coverage::Point {
         name: "multi_leader.conflict_records_collected",
@@ -1208,7 +1208,7 @@ pub const COVERAGE: &[sim_core::coverage::Point] = &[
     },
     sim_core::coverage::Point {
         name: "multi_leader.stable_log_entries_collected",
-        description: "outgoing log entries were dropped unacknowledged because every node had applied them (via another path)",
+        description: "outgoing log entries were dropped unacknowledged because every node had applied them (through another path, or with the acknowledgement lost)",
     },
     sim_core::coverage::Point {
         name: "multi_leader.fail_stop",

@@ -1731,6 +1731,7 @@ impl Node {
         self.active = true;
         let mut max_s = self.stable.seq;
         let primary = self.is_primary();
+        let mut reissued_requests = false;
         for pp in pre_prepares {
             let Body::PrePrepare {
                 seq,
@@ -1750,6 +1751,7 @@ impl Node {
             }
             if let Value::Request { request, .. } = &value {
                 self.assigned.insert(OpId(request.op));
+                reissued_requests = true;
             }
             let entry = self.log.entry(seq).or_default();
             entry.pp = Some((view, d, value, pp));
@@ -1773,7 +1775,7 @@ impl Node {
         }
         self.next_seq = max_s.max(self.last_exec).max(self.stable.seq) + 1;
         ctx.sometimes("pbft.view_changed");
-        if reissued > 0 {
+        if reissued_requests {
             ctx.sometimes("pbft.prepared_request_reissued");
         }
         ctx.observe(Observation::NewViewEntered { view, reissued });
@@ -2303,7 +2305,7 @@ pub const COVERAGE: &[sim_core::coverage::Point] = &[
     },
     sim_core::coverage::Point {
         name: "pbft.prepared_request_reissued",
-        description: "a new view re-proposed requests prepared in an earlier view",
+        description: "a new view re-proposed a client request prepared in an earlier view (not a null fill, above the stable checkpoint)",
     },
     sim_core::coverage::Point {
         name: "pbft.state_transferred",
